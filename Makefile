@@ -1,0 +1,46 @@
+# CLM: two commands on a fresh machine: `make run` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+export DAGSTER_HOME := $(CURDIR)/.dagster_home
+export CLM_LAKE ?= $(CURDIR)/data_lake
+export CLM_SOURCE ?= synthetic
+
+.PHONY: run test ui bench clean venv home
+
+venv: $(STAMP)
+
+# torch first, pinned to the CPU build on this machine's disk; a range that 2.13.0 satisfies then
+# installs nothing more (an unpinned torch pulls a multi-GB CUDA build).
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet torch==2.13.0
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $@
+
+home: $(DAGSTER_HOME)/dagster.yaml
+
+$(DAGSTER_HOME)/dagster.yaml: dagster.yaml | $(STAMP)
+	@mkdir -p $(DAGSTER_HOME)
+	cp dagster.yaml $@
+	$(BIN)/dagster instance concurrency set duckdb_writer 1 >/dev/null
+
+run: $(STAMP) home
+	$(BIN)/clm run --source "$(CLM_SOURCE)"
+
+test: $(STAMP) home
+	$(BIN)/python -m pytest -q
+
+ui: $(STAMP) home
+	set -m; $(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+
+bench: $(STAMP) home
+	$(BIN)/python benchmarks/ingest.py
+
+clean:
+	rm -rf $(DAGSTER_HOME) .pytest_cache .hypothesis
+	find data_lake -mindepth 1 ! -name README.md -exec rm -rf {} +

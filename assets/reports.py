@@ -1,0 +1,38 @@
+"""Reports people read: the data-integrity report."""
+
+from __future__ import annotations
+
+import dagster as dg
+import polars as pl
+
+from clm.data import ingest
+from clm.data.integrity import integrity_markdown, integrity_report
+from clm.data.schema import CANDLE_SCHEMA, GAP_SCHEMA, MISMATCH_SCHEMA, QUARANTINE_SCHEMA
+from resources import LakeResource
+
+
+
+@dg.asset(
+    deps=[ingest.CANDLES, ingest.GAPS, ingest.QUARANTINE, ingest.MISMATCHES],
+    group_name="reports",
+    kinds={"polars", "json"},
+    automation_condition=dg.AutomationCondition.eager(),
+)
+def data_integrity(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
+    """Per symbol: bars, gaps, filled bars, segments, outliers, quarantined rows by reason, vendor mismatches."""
+    store = lake.lake
+    candles = store.scan(ingest.CANDLES)
+    gaps = store.scan_or_empty(ingest.GAPS, GAP_SCHEMA).collect()
+    quarantine = store.scan_or_empty(ingest.QUARANTINE, {**QUARANTINE_SCHEMA, "source": pl.String()}).collect()
+    mismatches = store.scan_or_empty(ingest.MISMATCHES, MISMATCH_SCHEMA).collect()
+    report = integrity_report(candles, gaps, quarantine, mismatches)
+    path = store.write_json(ingest.INTEGRITY_REPORT, report)
+    context.log.info(f"integrity report written to {path}")
+    totals = report.get("totals", {})
+    return dg.MaterializeResult(
+        metadata={
+            "report": dg.MetadataValue.md(integrity_markdown(report)),
+            "path": dg.MetadataValue.path(str(path)),
+            **{k: v for k, v in totals.items() if isinstance(v, int | float)},
+        }
+    )

@@ -1,0 +1,189 @@
+"""``clm``: run the asset graph through Dagster, query the lake, print summaries.
+
+The CLI never imports dagster: it drives the ``dagster`` command, so every run is a real Dagster
+run with its history, logs and metadata in the instance at ``DAGSTER_HOME``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import polars as pl
+
+from clm.data import ingest
+from clm.lake import Lake, LakeError
+
+RUN_CONFIG = {
+    "execution": {"config": {"in_process": {}}},
+    "loggers": {"console": {"config": {"log_level": "INFO"}}},
+}
+
+
+def _dagster_bin() -> str:
+    local = Path(sys.executable).with_name("dagster")
+    found = str(local) if local.exists() else shutil.which("dagster")
+    if not found:
+        raise SystemExit("the 'dagster' command is not installed in this environment (run 'make run' to set up .venv)")
+    return found
+
+
+def run_graph(source: str, lake: Lake, *, job: str = "ingest_job") -> int:
+    """Materialise the whole graph for the source's date range as one in-process Dagster run."""
+    from clm.data.sources import source_date_range
+
+    if source not in ("synthetic", "landing"):
+        source = str(Path(source).expanduser().resolve())
+    span = source_date_range(source, lake)
+    if span is None:
+        print(f"clm: source {source!r} has no readable bars; nothing to ingest", file=sys.stderr)
+        return 2
+    start, end = span
+    tags = {
+        "dagster/asset_partition_range_start": start.isoformat(),
+        "dagster/asset_partition_range_end": end.isoformat(),
+        "clm/trigger": "cli",
+        "clm/source": source[:200],
+    }
+    if not os.environ.get("DAGSTER_HOME"):
+        print("clm: DAGSTER_HOME is not set; run history will not be kept (the Makefile sets it)", file=sys.stderr)
+    env = {**os.environ, "CLM_SOURCE": source, "CLM_LAKE": str(lake.root)}
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as fh:
+        json.dump(RUN_CONFIG, fh)
+        config_path = fh.name
+    cmd = [_dagster_bin(), "job", "execute", "-m", "definitions", "-j", job,
+           "--tags", json.dumps(tags), "--config", config_path]
+    print(f"clm: materialising {job} for {start} .. {end} from source {source!r} into {lake.root}", flush=True)
+    started = time.perf_counter()
+    try:
+        code = subprocess.call(cmd, env=env)
+    finally:
+        os.unlink(config_path)
+    print(f"clm: dagster run finished with exit code {code} in {time.perf_counter() - started:.1f}s", flush=True)
+    return code
+
+
+def table_counts(lake: Lake) -> dict[str, int]:
+    counts = {}
+    for table in lake.tables():
+        counts[table] = lake.scan(table).select(pl.len()).collect().item()
+    return counts
+
+
+def summary_text(lake: Lake) -> str:
+    try:
+        report = lake.read_json(ingest.INTEGRITY_REPORT)
+    except FileNotFoundError:
+        return f"no integrity report in {lake.root} yet: run 'make run' first"
+    totals = report.get("totals", {})
+    lines = [
+        "CLM summary",
+        f"  lake:               {lake.root}",
+        f"  symbols:            {totals.get('symbols', 0):,}",
+        f"  bars:               {totals.get('bars', 0):,}",
+        f"  filled bars:        {totals.get('filled_bars', 0):,}",
+        f"  gaps filled:        {totals.get('gaps_filled', 0):,}",
+        f"  segment breaks:     {totals.get('gaps_segment_breaks', 0):,}",
+        f"  outliers flagged:   {totals.get('outliers', 0):,}",
+        f"  vendor mismatches:  {totals.get('vendor_mismatches', 0):,}",
+        f"  quarantined rows:   {totals.get('quarantined', 0):,}",
+    ]
+    for reason, count in sorted(report.get("quarantined_by_reason", {}).items()):
+        lines.append(f"    {reason:<32}{count:,}")
+    breaks = [s for s in report.get("per_symbol", []) if s.get("gaps_segment_breaks")]
+    if breaks:
+        lines.append("  series split into segments:")
+        for s in breaks:
+            lines.append(
+                f"    {s['symbol']:<14}{s['segments']} segments, longest gap {s['longest_gap_minutes']} min"
+            )
+    try:
+        dnt = lake.read("do_not_trade")
+    except LakeError:
+        dnt = None
+    if dnt is not None and dnt.height:
+        lines.append("  do not trade:")
+        for row in dnt.iter_rows(named=True):
+            lines.append(f"    {row['symbol']:<14}{row['reason']}")
+    lines.append("  tables written:")
+    for table, count in table_counts(lake).items():
+        lines.append(f"    {table:<24}{count:,} rows")
+    lines.append(f"  query: clm sql \"select symbol, count(*) from candles group by 1\"  (or duckdb {lake.catalog_path})")
+    return "\n".join(lines)
+
+
+def cmd_sql(args: argparse.Namespace) -> int:
+    lake = Lake.from_env()
+    with pl.Config(tbl_rows=args.max_rows, tbl_cols=-1, fmt_str_lengths=80, tbl_width_chars=200):
+        print(lake.sql(args.query))
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    lake = Lake.from_env()
+    source = args.source or os.environ.get("CLM_SOURCE") or "synthetic"
+    code = run_graph(source, lake)
+    if code == 0:
+        print(summary_text(lake))
+    return code
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    path = Path(args.path)
+    if not path.exists():
+        print(f"clm ingest: {path} does not exist", file=sys.stderr)
+        return 2
+    args.source = str(path.resolve())
+    return cmd_run(args)
+
+
+def cmd_summary(args: argparse.Namespace) -> int:
+    print(summary_text(Lake.from_env()))
+    return 0
+
+
+def cmd_catalog(args: argparse.Namespace) -> int:
+    lake = Lake.from_env()
+    tables = lake.refresh_catalog()
+    print(f"{lake.catalog_path}: {len(tables)} views ({', '.join(tables)})")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="clm", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("sql", help="run a SQL query over the lake's tables (DuckDB)")
+    p.add_argument("query")
+    p.add_argument("--max-rows", type=int, default=50)
+    p.set_defaults(func=cmd_sql)
+    p = sub.add_parser("run", help="materialise the whole asset graph for a source (default: CLM_SOURCE or synthetic)")
+    p.add_argument("--source", help="'synthetic', 'landing' or a path")
+    p.set_defaults(func=cmd_run)
+    p = sub.add_parser("ingest", help="ingest a file or folder of market data through the asset graph")
+    p.add_argument("path")
+    p.set_defaults(func=cmd_ingest)
+    p = sub.add_parser("summary", help="print the summary of what the lake holds")
+    p.set_defaults(func=cmd_summary)
+    p = sub.add_parser("catalog", help="rebuild the DuckDB catalog of views (normally done by the lake_catalog asset)")
+    p.set_defaults(func=cmd_catalog)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (LakeError, FileNotFoundError, ValueError) as exc:
+        print(f"clm {args.command}: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Market data: sources, validation, quarantine and integrity reporting."""

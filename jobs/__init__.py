@@ -1,0 +1,16 @@
+"""Jobs: asset selections that runs, sensors and the CLI launch."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+# Everything the lake holds today: market data, telemetry, universe, reports and the catalog.
+ingest_job = dg.define_asset_job(
+    "ingest_job",
+    selection=dg.AssetSelection.all(),
+    description="Ingest market data and telemetry for a partition range, then refresh reports and the catalog.",
+)
+
+IN_PROCESS = {"execution": {"config": {"in_process": {}}}}
+
+all_jobs = [ingest_job]
