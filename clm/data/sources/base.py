@@ -26,7 +26,11 @@ class FileReport:
 
 @dataclass
 class SourceBatch:
-    """Raw bars plus everything that could not be parsed; ``rows_read == len(bars) + len(quarantine)``."""
+    """Raw bars plus everything that could not be parsed.
+
+    ``rows_read == len(bars) + row-level quarantine rows``; rows with a null ``row`` stand for whole
+    files (or unreadable document tails) that yielded no countable rows.
+    """
 
     source: str
     bars: pl.DataFrame
