@@ -1,6 +1,5 @@
 """The DuckDB catalog: one view per lake table, so SQL clients query tables by name."""
 
-from __future__ import annotations
 
 import dagster as dg
 

@@ -1,6 +1,5 @@
 """Market data: source -> validated candles, gaps, quarantine, vendor mismatches, true regimes."""
 
-from __future__ import annotations
 
 import dagster as dg
 import polars as pl
@@ -8,6 +7,7 @@ from pydantic import Field
 
 from assets.partitions import daily_partitions
 from clm.data import ingest
+from clm.data.schema import CANDLE_SCHEMA
 from clm.data.schemas import validate_candles
 from clm.data.validation import ValidationConfig
 from clm.markdown import frame_markdown, markdown_table
@@ -110,7 +110,7 @@ def ingest_market_data(
     failures = None
     if written[ingest.CANDLES]["rows"]:
         on_disk = lake.lake.read(ingest.CANDLES, date=ingest.window_dates(start, end))
-        failures = validate_candles(on_disk.drop("date"))
+        failures = validate_candles(on_disk.select(list(CANDLE_SCHEMA)))
     yield dg.AssetCheckResult(
         asset_key=ingest.CANDLES,
         check_name="candles_schema",

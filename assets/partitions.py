@@ -1,6 +1,5 @@
 """Partitioning shared by the lake's daily tables."""
 
-from __future__ import annotations
 
 import os
 

@@ -1,6 +1,5 @@
 """Reports people read: the data-integrity report."""
 
-from __future__ import annotations
 
 import dagster as dg
 import polars as pl

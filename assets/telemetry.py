@@ -1,6 +1,5 @@
 """Trade and training telemetry: JSONL feedback files -> validated, de-duplicated daily Parquet."""
 
-from __future__ import annotations
 
 import dagster as dg
 import polars as pl

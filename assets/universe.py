@@ -1,6 +1,5 @@
 """The tradable universe; later assets take their symbol list from it."""
 
-from __future__ import annotations
 
 import dagster as dg
 from pydantic import Field

@@ -1,6 +1,5 @@
 """Jobs: asset selections that runs, sensors and the CLI launch."""
 
-from __future__ import annotations
 
 import dagster as dg
 

@@ -1,6 +1,5 @@
 """Dagster resources, settings from the environment (``dg.EnvVar``)."""
 
-from __future__ import annotations
 
 import os
 

@@ -1,6 +1,5 @@
 """Dagster resource over the lake: the only place assets get paths from."""
 
-from __future__ import annotations
 
 from functools import cached_property
 

@@ -1,6 +1,5 @@
 """Which market-data source feeds the ``candles`` asset."""
 
-from __future__ import annotations
 
 import dagster as dg
 

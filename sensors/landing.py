@@ -1,6 +1,5 @@
 """Files dropped into ``<lake>/landing/`` are ingested: one run over exactly the days they touch."""
 
-from __future__ import annotations
 
 import json
 
