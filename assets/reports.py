@@ -12,6 +12,7 @@ from resources import LakeResource
 
 
 @dg.asset(
+    backfill_policy=dg.BackfillPolicy.single_run(),  # lets `dagster asset materialize --partition-range` include it
     deps=[ingest.CANDLES, ingest.GAPS, ingest.QUARANTINE, ingest.MISMATCHES],
     group_name="reports",
     kinds={"polars", "json"},

@@ -13,6 +13,7 @@ TELEMETRY_SOURCE = "telemetry"
 
 
 @dg.asset(
+    backfill_policy=dg.BackfillPolicy.single_run(),  # lets `dagster asset materialize --partition-range` include it
     group_name="telemetry",
     kinds={"polars", "parquet"},
     check_specs=[

@@ -16,6 +16,7 @@ class UniverseAssetConfig(dg.Config):
 
 
 @dg.multi_asset(
+    backfill_policy=dg.BackfillPolicy.single_run(),  # lets `dagster asset materialize --partition-range` include it
     specs=[
         dg.AssetSpec("universe", deps=[ingest.CANDLES], group_name="market_data", kinds={"polars", "parquet"},
                      description="Symbols liquid and tight enough to trade, with their liquidity statistics.",

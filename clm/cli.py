@@ -12,7 +12,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -35,7 +34,7 @@ def _dagster_bin() -> str:
     return found
 
 
-def run_graph(source: str, lake: Lake, *, job: str = "ingest_job") -> int:
+def run_graph(source: str, lake: Lake, *, selection: str = "*") -> int:
     """Materialise the whole graph for the source's date range as one in-process Dagster run."""
     from clm.data.sources import source_date_range
 
@@ -46,26 +45,14 @@ def run_graph(source: str, lake: Lake, *, job: str = "ingest_job") -> int:
         print(f"clm: source {source!r} has no readable bars; nothing to ingest", file=sys.stderr)
         return 2
     start, end = span
-    tags = {
-        "dagster/asset_partition_range_start": start.isoformat(),
-        "dagster/asset_partition_range_end": end.isoformat(),
-        "clm/trigger": "cli",
-        "clm/source": source[:200],
-    }
     if not os.environ.get("DAGSTER_HOME"):
         print("clm: DAGSTER_HOME is not set; run history will not be kept (the Makefile sets it)", file=sys.stderr)
     env = {**os.environ, "CLM_SOURCE": source, "CLM_LAKE": str(lake.root)}
-    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as fh:
-        json.dump(RUN_CONFIG, fh)
-        config_path = fh.name
-    cmd = [_dagster_bin(), "job", "execute", "-m", "definitions", "-j", job,
-           "--tags", json.dumps(tags), "--config", config_path]
-    print(f"clm: materialising {job} for {start} .. {end} from source {source!r} into {lake.root}", flush=True)
+    cmd = [_dagster_bin(), "asset", "materialize", "-m", "definitions", "--select", selection,
+           "--partition-range", f"{start.isoformat()}...{end.isoformat()}", "--config-json", json.dumps(RUN_CONFIG)]
+    print(f"clm: materialising {selection!r} for {start} .. {end} from source {source!r} into {lake.root}", flush=True)
     started = time.perf_counter()
-    try:
-        code = subprocess.call(cmd, env=env)
-    finally:
-        os.unlink(config_path)
+    code = subprocess.call(cmd, env=env)
     print(f"clm: dagster run finished with exit code {code} in {time.perf_counter() - started:.1f}s", flush=True)
     return code
 
@@ -120,9 +107,16 @@ def summary_text(lake: Lake) -> str:
 
 
 def cmd_sql(args: argparse.Namespace) -> int:
+    import duckdb
+
     lake = Lake.from_env()
+    try:
+        frame = lake.sql(args.query)
+    except duckdb.Error as exc:
+        print(f"clm sql: {exc}\n(tables in {lake.root}: {', '.join(lake.tables()) or 'none'})", file=sys.stderr)
+        return 2
     with pl.Config(tbl_rows=args.max_rows, tbl_cols=-1, fmt_str_lengths=80, tbl_width_chars=200):
-        print(lake.sql(args.query))
+        print(frame)
     return 0
 
 
