@@ -32,30 +32,31 @@ def _peak_rss_gib() -> float:
 
 
 def run_clm(symbols: int, days: int) -> dict:
-    import polars as pl
+    """The product's own path: synthetic source -> run_ingest (validate) -> write_ingest (lake)."""
+    import datetime as dt
 
+    from clm.data import ingest
     from clm.data.sources.synthetic import SyntheticConfig, SyntheticSource
-    from clm.data.validation import validate_bars
     from clm.lake import Lake
 
+    config = SyntheticConfig(symbols=symbols, days=days)
     t0 = time.perf_counter()
-    batch = SyntheticSource(SyntheticConfig(symbols=symbols, days=days)).load()
-    t1 = time.perf_counter()
-    result = validate_bars(batch.bars)
+    result = ingest.run_ingest(SyntheticSource(config), "synthetic")
     t2 = time.perf_counter()
     with tempfile.TemporaryDirectory() as root:
-        candles = result.candles.with_columns(date=pl.col("timestamp").dt.date())
-        info = Lake(root).write_table("candles", candles, ["date", "symbol"])
+        written = ingest.write_ingest(Lake(root), result, config.start, config.start + dt.timedelta(days=days))
     t3 = time.perf_counter()
     return {
-        "rows": batch.bars.height,
-        "generate_s": t1 - t0,
-        "validate_s": t2 - t1,
+        "rows": result.rows_read,
+        "generate_s": result.seconds["load"],
+        "validate_s": result.seconds["validate"],
         "write_s": t3 - t2,
         "total_s": t3 - t0,
-        "files": info["files_written"],
+        "files": sum(w["files_written"] for w in written.values()),
         "peak_rss_gib": _peak_rss_gib(),
         "quarantined": result.rows_quarantined,
+        "candles": result.validation.candles.height,
+        "filled_bars": result.validation.filled_bars,
     }
 
 

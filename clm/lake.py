@@ -1,6 +1,6 @@
 """The lake: the one place that knows where tables, reports, signals and landing files live.
 
-Bulk tables are hive-partitioned Parquet (``<table>/date=YYYY-MM-DD/symbol=SYM/part-0.parquet``)
+Bulk tables are hive-partitioned Parquet (``<table>/date=YYYY-MM-DD/part-0.parquet``)
 written atomically (temp file, fsync, rename), so a reader never sees half a file and re-writing a
 partition replaces it. A DuckDB catalog of views lets any SQL client query the tables by name.
 Everything that builds a path goes through this class, so an object-store root can replace the
@@ -161,15 +161,14 @@ class Lake:
             written.append(path)
             owned_dirs = [base]  # an unpartitioned table is always replaced whole
         else:
-            keys = df.select(partition_by).unique(maintain_order=True).sort(partition_by)
-            for key in keys.iter_rows():
+            # One pass over the frame (partition_by), not one filter per partition.
+            groups = df.sort(partition_by, maintain_order=True).partition_by(
+                partition_by, as_dict=True, include_key=False, maintain_order=True
+            )
+            for key, chunk in groups.items():
                 part = base.joinpath(
                     *(f"{col}={_partition_value(col, val)}" for col, val in zip(partition_by, key, strict=True))
                 )
-                mask = pl.all_horizontal(
-                    [pl.col(col).eq(val) if val is not None else pl.col(col).is_null() for col, val in zip(partition_by, key, strict=True)]
-                )
-                chunk = df.filter(mask).drop(partition_by)
                 path = part / PART_FILE
                 total_bytes += write_parquet_atomic(chunk, path)
                 written.append(path)
@@ -177,8 +176,8 @@ class Lake:
             if replace == ALL_PARTITIONS:
                 owned_dirs = [base]
             else:
-                values = keys.get_column(first).to_list() if replace is None else list(replace)
-                owned_dirs = [base / f"{first}={_partition_value(first, v)}" for v in values]
+                values = df.get_column(first).unique().to_list() if replace is None else list(replace)
+                owned_dirs = sorted({base / f"{first}={_partition_value(first, v)}" for v in values})
         removed = self._remove_stale(owned_dirs, set(written))
         return {
             "table": table,
@@ -192,17 +191,17 @@ class Lake:
     def _remove_stale(self, owned_dirs: Iterable[Path], keep: set[Path]) -> int:
         removed = 0
         for folder in owned_dirs:
-            if not folder.exists():
+            if not folder.is_dir():
                 continue
-            for path in sorted(folder.rglob("*.parquet")):
-                if path not in keep:
-                    path.unlink()
-                    removed += 1
-            for sub in sorted((p for p in folder.rglob("*") if p.is_dir()), reverse=True):
-                if not any(sub.iterdir()):
-                    sub.rmdir()
-            if folder.is_dir() and not any(folder.iterdir()) and folder != self.root:
-                folder.rmdir()
+            for dirpath, dirnames, filenames in os.walk(folder, topdown=False):
+                here = Path(dirpath)
+                for name in filenames:
+                    path = here / name
+                    if name.endswith(".parquet") and path not in keep:
+                        path.unlink()
+                        removed += 1
+                if here != self.root and not any(here.iterdir()):
+                    here.rmdir()
         return removed
 
     def delete_table(self, table: str) -> None:
