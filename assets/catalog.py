@@ -7,7 +7,7 @@ from clm.data import ingest
 from resources import LakeResource
 
 CATALOG_DEPS = [
-    ingest.CANDLES, ingest.GAPS, ingest.QUARANTINE, ingest.MISMATCHES,
+    ingest.CANDLES, ingest.GAPS, ingest.QUARANTINE, ingest.MISMATCHES, ingest.CALENDARS,
     "universe", "do_not_trade", "feedback_events",
 ]  # not synthetic_regimes: it is skipped for file sources, and a skipped upstream would skip the catalog
 

@@ -64,6 +64,13 @@ class CandleIngestConfig(dg.Config):
             kinds={"polars", "parquet"},
         ),
         dg.AssetSpec(
+            ingest.CALENDARS,
+            description="Detected timeframe and trading calendar per symbol (24/7 or weekly sessions).",
+            partitions_def=daily_partitions,
+            group_name="market_data",
+            kinds={"polars", "parquet"},
+        ),
+        dg.AssetSpec(
             ingest.REGIMES,
             description="True market regime per bar (synthetic source only), for scoring regime detection.",
             partitions_def=daily_partitions,
@@ -172,6 +179,10 @@ def ingest_market_data(
     yield dg.MaterializeResult(
         asset_key=ingest.MISMATCHES,
         metadata={"dagster/row_count": dg.MetadataValue.int(written[ingest.MISMATCHES]["rows"])},
+    )
+    yield dg.MaterializeResult(
+        asset_key=ingest.CALENDARS,
+        metadata={"calendars": dg.MetadataValue.md(frame_markdown(result.validation.calendars))},
     )
     if ingest.REGIMES in written:
         yield dg.MaterializeResult(

@@ -6,14 +6,15 @@ import polars as pl
 
 from clm.data import ingest
 from clm.data.integrity import integrity_markdown, integrity_report
-from clm.data.schema import CANDLE_SCHEMA, GAP_SCHEMA, MISMATCH_SCHEMA, QUARANTINE_SCHEMA
+from clm.data.schema import GAP_SCHEMA, MISMATCH_SCHEMA, QUARANTINE_SCHEMA
+from clm.data.validation import CALENDAR_SCHEMA
 from resources import LakeResource
 
 
 
 @dg.asset(
     backfill_policy=dg.BackfillPolicy.single_run(),  # lets `dagster asset materialize --partition-range` include it
-    deps=[ingest.CANDLES, ingest.GAPS, ingest.QUARANTINE, ingest.MISMATCHES],
+    deps=[ingest.CANDLES, ingest.GAPS, ingest.QUARANTINE, ingest.MISMATCHES, ingest.CALENDARS],
     group_name="reports",
     kinds={"polars", "json"},
     automation_condition=dg.AutomationCondition.eager(),
@@ -25,7 +26,8 @@ def data_integrity(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.
     gaps = store.scan_or_empty(ingest.GAPS, GAP_SCHEMA).collect()
     quarantine = store.scan_or_empty(ingest.QUARANTINE, {**QUARANTINE_SCHEMA, "source": pl.String()}).collect()
     mismatches = store.scan_or_empty(ingest.MISMATCHES, MISMATCH_SCHEMA).collect()
-    report = integrity_report(candles, gaps, quarantine, mismatches)
+    calendars = store.scan_or_empty(ingest.CALENDARS, CALENDAR_SCHEMA).collect()
+    report = integrity_report(candles, gaps, quarantine, mismatches, calendars)
     path = store.write_json(ingest.INTEGRITY_REPORT, report)
     context.log.info(f"integrity report written to {path}")
     totals = report.get("totals", {})

@@ -84,12 +84,13 @@ def summary_text(lake: Lake) -> str:
     ]
     for reason, count in sorted(report.get("quarantined_by_reason", {}).items()):
         lines.append(f"    {reason:<32}{count:,}")
-    breaks = [s for s in report.get("per_symbol", []) if s.get("gaps_segment_breaks")]
+    breaks = report.get("segment_breaks", [])
     if breaks:
-        lines.append("  series split into segments:")
-        for s in breaks:
+        lines.append("  segment breaks (gaps too long to fill):")
+        for b in breaks:
             lines.append(
-                f"    {s['symbol']:<14}{s['segments']} segments, longest gap {s['longest_gap_minutes']} min"
+                f"    {b['symbol']:<14}{b['gap_start']} -> {b['gap_end']}  {b['missing_bars']} bars missing"
+                f" ({b['minutes']:g} min)"
             )
     try:
         dnt = lake.read("do_not_trade")

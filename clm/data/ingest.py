@@ -26,6 +26,7 @@ GAPS = "candle_gaps"
 QUARANTINE = "quarantine"
 MISMATCHES = "vendor_mismatches"
 REGIMES = "synthetic_regimes"
+CALENDARS = "calendars"
 INTEGRITY_REPORT = "reports/data_integrity.json"
 
 
@@ -126,6 +127,9 @@ def write_ingest(lake: Lake, result: IngestResult, start: dt.date, end: dt.date)
         dataset=pl.lit(CANDLES), source=pl.lit(result.source_id)
     ).sort("source_file", "row", "field", "reason", nulls_last=True)
     written[QUARANTINE] = lake.write_table(QUARANTINE, quarantine, ["source"], replace=[result.source_id])
+
+    calendars = result.validation.calendars.with_columns(source=pl.lit(result.source_id)).sort("symbol")
+    written[CALENDARS] = lake.write_table(CALENDARS, calendars, ["source"], replace=[result.source_id])
 
     mismatches = result.validation.mismatches.with_columns(source=pl.lit(result.source_id)).sort("symbol", "timestamp", "field")
     written[MISMATCHES] = lake.write_table(MISMATCHES, mismatches, ["source"], replace=[result.source_id])

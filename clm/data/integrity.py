@@ -13,6 +13,7 @@ from typing import Any
 import polars as pl
 
 from clm.data.schema import GAP_SCHEMA, MISMATCH_SCHEMA, QUARANTINE_SCHEMA
+from clm.markdown import markdown_table
 
 Frame = pl.DataFrame | pl.LazyFrame
 
@@ -156,8 +157,21 @@ def integrity_report(
     # quarantine rows without a symbol (file-level rejects) count in the totals only
     totals["quarantined"] = quarantined_total
     totals["vendor_mismatches"] = mismatch_total
+    breaks = (
+        _lazy(gaps, GAP_SCHEMA)
+        .filter(pl.col("action") == "segment_break")
+        .sort("symbol", "gap_start")
+        .with_columns(minutes=(pl.col("gap_end") - pl.col("gap_start")).dt.total_seconds() / 60.0)
+        .collect()
+    )
+    segment_breaks = [
+        {"symbol": r["symbol"], "gap_start": _iso(r["gap_start"]), "gap_end": _iso(r["gap_end"]),
+         "missing_bars": int(r["missing_bars"]), "minutes": float(r["minutes"])}
+        for r in breaks.iter_rows(named=True)  # one row per break: few
+    ]
     return {
         "totals": totals,
+        "segment_breaks": segment_breaks,
         "quarantined_by_reason": dict(sorted(overall_reason.items())),
         "vendor_mismatches": mismatch_total,
         "calendars": {e["symbol"]: e["calendar"] for e in per_symbol if e["calendar"]},
@@ -165,20 +179,8 @@ def integrity_report(
     }
 
 
-def _cell(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, float):
-        text = f"{value:g}"
-    else:
-        text = str(value)
-    return text.replace("|", "\\|")
-
-
 def _table(headers: list[str], rows: list[list[Any]]) -> str:
-    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-    lines += ["| " + " | ".join(_cell(v) for v in row) + " |" for row in rows]
-    return "\n".join(lines)
+    return markdown_table([dict(zip(headers, row, strict=True)) for row in rows], headers)
 
 
 def integrity_markdown(report: dict[str, Any]) -> str:
@@ -207,9 +209,19 @@ def integrity_markdown(report: dict[str, Any]) -> str:
         "",
         _table([h for h, _ in columns], [*rows, total_row]),
         "",
-        "### Quarantine by reason",
-        "",
     ]
+    breaks = report.get("segment_breaks", [])
+    if breaks:
+        parts += [
+            "### Segment breaks (gaps too long to fill)",
+            "",
+            _table(
+                ["symbol", "last bar before", "first bar after", "missing bars", "minutes"],
+                [[b["symbol"], b["gap_start"], b["gap_end"], b["missing_bars"], b["minutes"]] for b in breaks],
+            ),
+            "",
+        ]
+    parts += ["### Quarantine by reason", ""]
     reasons = report.get("quarantined_by_reason", {})
     if reasons:
         parts.append(_table(["reason", "rows"], [[r, n] for r, n in reasons.items()]))

@@ -52,6 +52,8 @@ def test_integrity_report_lists_the_ada_segment_breaks(binance):
     assert ada["gaps_segment_breaks"] == 2 and ada["segments"] == 3
     assert ada["longest_gap_minutes"] == 170
     assert ada["filled_bars"] >= 1
+    listed = [(b["minutes"], b["missing_bars"]) for b in report["segment_breaks"] if b["symbol"] == "ADA_BTC"]
+    assert listed == [(25.0, 4), (170.0, 33)]
     assert report["totals"]["bars"] == v.candles.height
 
 
