@@ -12,9 +12,15 @@ from sensors.landing import landing_sensor
 DATA = Path(__file__).parents[1] / "data"
 
 
+class _Evaluation:
+    def __init__(self, cursor):
+        self.cursor = cursor
+
+
 def _evaluate(lake_root: Path, cursor: str | None = None):
-    context = dg.build_sensor_context(cursor=cursor, resources={"lake": LakeResource(root=str(lake_root))})
-    return landing_sensor(context), context
+    with dg.build_sensor_context(cursor=cursor, resources={"lake": LakeResource(root=str(lake_root))}) as context:
+        result = landing_sensor(context)
+        return result, _Evaluation(context.cursor)
 
 
 def test_no_files_skips(tmp_path):
