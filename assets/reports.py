@@ -1,11 +1,14 @@
 """Reports people read: the data-integrity report."""
 
 
+import base64
+
 import dagster as dg
 import polars as pl
 
 from clm.data import ingest
 from clm.data.integrity import integrity_markdown, integrity_report
+from clm.data.plots import integrity_plot
 from clm.data.schema import GAP_SCHEMA, MISMATCH_SCHEMA, QUARANTINE_SCHEMA
 from clm.data.validation import CALENDAR_SCHEMA
 from resources import LakeResource
@@ -29,11 +32,15 @@ def data_integrity(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.
     calendars = store.scan_or_empty(ingest.CALENDARS, CALENDAR_SCHEMA).collect()
     report = integrity_report(candles, gaps, quarantine, mismatches, calendars)
     path = store.write_json(ingest.INTEGRITY_REPORT, report)
-    context.log.info(f"integrity report written to {path}")
+    png = integrity_plot(candles, gaps)
+    plot_path = store.write_bytes(ingest.INTEGRITY_PLOT, png)
+    context.log.info(f"integrity report written to {path}, plot to {plot_path}")
     totals = report.get("totals", {})
     return dg.MaterializeResult(
         metadata={
             "report": dg.MetadataValue.md(integrity_markdown(report)),
+            "plot": dg.MetadataValue.md(f"![integrity](data:image/png;base64,{base64.b64encode(png).decode()})"),
+            "plot_path": dg.MetadataValue.path(str(plot_path)),
             "path": dg.MetadataValue.path(str(path)),
             **{k: v for k, v in totals.items() if isinstance(v, int | float)},
         }

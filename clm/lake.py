@@ -261,6 +261,11 @@ class Lake:
         fsync_write(path, (json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n").encode())
         return path
 
+    def write_bytes(self, relative: str, data: bytes) -> Path:
+        path = self._inside(relative)
+        fsync_write(path, data)
+        return path
+
     def read_json(self, relative: str) -> Any:
         return json.loads(self._inside(relative).read_text())
 

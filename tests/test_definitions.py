@@ -40,6 +40,7 @@ def test_whole_graph_runs_in_process(lake_root, tiny_market):
     assert set(lake.tables()) >= {"candles", "synthetic_regimes", "universe"}
     report = lake.read_json("reports/data_integrity.json")
     assert report["totals"]["bars"] == candles.height
+    assert (lake.root / "reports" / "data_integrity.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
     assert checks == {"candles_schema": True, "rows_accounted": True, "lines_accounted": True}
     con = duckdb.connect(str(lake.catalog_path), read_only=True)

@@ -28,6 +28,7 @@ MISMATCHES = "vendor_mismatches"
 REGIMES = "synthetic_regimes"
 CALENDARS = "calendars"
 INTEGRITY_REPORT = "reports/data_integrity.json"
+INTEGRITY_PLOT = "reports/data_integrity.png"
 
 
 @dataclass
