@@ -31,53 +31,22 @@ class CandleIngestConfig(dg.Config):
         )
 
 
+def _daily_spec(key: str, description: str, **kwargs) -> dg.AssetSpec:
+    return dg.AssetSpec(key, description=description, partitions_def=daily_partitions, group_name="market_data",
+                        kinds={"polars", "parquet"}, **kwargs)
+
+
 @dg.multi_asset(
     specs=[
-        dg.AssetSpec(
-            ingest.CANDLES,
-            description="Validated OHLCV bars: gaps filled or split into segments, outliers flagged. "
-            "Lake: candles/date=/symbol=/part-0.parquet",
-            partitions_def=daily_partitions,
-            group_name="market_data",
-            kinds={"polars", "parquet"},
-        ),
-        dg.AssetSpec(
-            ingest.GAPS,
-            description="Every gap in a series: filled (short) or segment break (long).",
-            partitions_def=daily_partitions,
-            group_name="market_data",
-            kinds={"polars", "parquet"},
-        ),
-        dg.AssetSpec(
-            ingest.QUARANTINE,
-            description="Rows and files that were rejected, with file, row, field, value and reason "
-            "(one part per source, replaced on each ingest).",
-            partitions_def=daily_partitions,
-            group_name="market_data",
-            kinds={"polars", "parquet"},
-        ),
-        dg.AssetSpec(
-            ingest.MISMATCHES,
-            description="Bars two sources disagree on beyond the tolerance.",
-            partitions_def=daily_partitions,
-            group_name="market_data",
-            kinds={"polars", "parquet"},
-        ),
-        dg.AssetSpec(
-            ingest.CALENDARS,
-            description="Detected timeframe and trading calendar per symbol (24/7 or weekly sessions).",
-            partitions_def=daily_partitions,
-            group_name="market_data",
-            kinds={"polars", "parquet"},
-        ),
-        dg.AssetSpec(
-            ingest.REGIMES,
-            description="True market regime per bar (synthetic source only), for scoring regime detection.",
-            partitions_def=daily_partitions,
-            group_name="market_data",
-            skippable=True,
-            kinds={"polars", "parquet"},
-        ),
+        _daily_spec(ingest.CANDLES, "Validated OHLCV bars: gaps filled or split into segments, outliers flagged. "
+                    "Lake: candles/date=YYYY-MM-DD/part-0.parquet"),
+        _daily_spec(ingest.GAPS, "Every gap in a series: filled (short) or segment break (long)."),
+        _daily_spec(ingest.QUARANTINE, "Rows and files that were rejected, with file, row, field, value and reason "
+                    "(one part per source, replaced on each ingest)."),
+        _daily_spec(ingest.MISMATCHES, "Bars two sources disagree on beyond the tolerance."),
+        _daily_spec(ingest.CALENDARS, "Detected timeframe and trading calendar per symbol (24/7 or weekly sessions)."),
+        _daily_spec(ingest.REGIMES, "True market regime per bar (synthetic source only), for scoring regime detection.",
+                    skippable=True),
     ],
     check_specs=[
         dg.AssetCheckSpec("candles_schema", asset=ingest.CANDLES, blocking=True,
