@@ -13,7 +13,6 @@ import datetime as dt
 import json
 import os
 import re
-import shutil
 import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -193,7 +192,7 @@ class Lake:
         for folder in owned_dirs:
             if not folder.is_dir():
                 continue
-            for dirpath, dirnames, filenames in os.walk(folder, topdown=False):
+            for dirpath, _dirnames, filenames in os.walk(folder, topdown=False):
                 here = Path(dirpath)
                 for name in filenames:
                     path = here / name
@@ -203,9 +202,6 @@ class Lake:
                 if here != self.root and not any(here.iterdir()):
                     here.rmdir()
         return removed
-
-    def delete_table(self, table: str) -> None:
-        shutil.rmtree(self.table_path(table), ignore_errors=True)
 
     def has_table(self, table: str) -> bool:
         path = self.table_path(table)

@@ -10,6 +10,4 @@ ingest_job = dg.define_asset_job(
     description="Ingest market data and telemetry for a partition range, then refresh reports and the catalog.",
 )
 
-IN_PROCESS = {"execution": {"config": {"in_process": {}}}}
-
 all_jobs = [ingest_job]

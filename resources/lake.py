@@ -1,8 +1,6 @@
 """Dagster resource over the lake: the only place assets get paths from."""
 
 
-from functools import cached_property
-
 import dagster as dg
 from pydantic import PrivateAttr
 

@@ -4,7 +4,7 @@ import hashlib
 
 import dagster as dg
 import duckdb
-import polars as pl
+import pytest
 
 from clm.lake import Lake
 
@@ -68,8 +68,6 @@ def test_rematerialising_is_byte_identical(lake_root, tiny_market):
 
 def test_bad_run_config_is_rejected_with_a_clear_message(lake_root, tiny_market):
     from definitions import defs
-
-    import pytest
 
     # pydantic validates the typed config before the asset body runs
     with pytest.raises(Exception, match=r"max_fill_bars[\s\S]*greater than or equal to 0"):

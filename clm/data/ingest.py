@@ -135,12 +135,3 @@ def write_ingest(lake: Lake, result: IngestResult, start: dt.date, end: dt.date)
     mismatches = result.validation.mismatches.with_columns(source=pl.lit(result.source_id)).sort("symbol", "timestamp", "field")
     written[MISMATCHES] = lake.write_table(MISMATCHES, mismatches, ["source"], replace=[result.source_id])
     return written
-
-
-def source_date_range(result: IngestResult) -> tuple[dt.date, dt.date] | None:
-    """First and last bar date of an ingested source (inclusive), or None when it has no bars."""
-    candles = result.validation.candles
-    if candles.is_empty():
-        return None
-    bounds = candles.select(first=pl.col("timestamp").min().dt.date(), last=pl.col("timestamp").max().dt.date()).row(0)
-    return bounds[0], bounds[1]

@@ -17,7 +17,6 @@ from clm.data.schema import (
 )
 from clm.data.validation import validate_bars
 
-UTC = UTC
 T0 = datetime(2024, 3, 4, tzinfo=UTC)
 M5 = timedelta(minutes=5)
 

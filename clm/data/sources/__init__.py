@@ -35,32 +35,29 @@ def open_source(spec: str, lake: Lake) -> tuple[MarketDataSource, str]:
     return FolderSource(path), f"files-{digest}"
 
 
-__all__ = ["FileReport", "MarketDataSource", "SourceBatch", "open_source", "source_date_range"]
-
-
 def source_date_range(spec: str, lake: Lake) -> tuple[dt.date, dt.date] | None:
     """First and last bar date (inclusive) a source covers, without validating it."""
-    from clm.data.sources.files import SUPPORTED_SUFFIXES, file_time_range
+    from clm.data.sources.files import SUPPORTED_SUFFIXES, FolderSource, file_time_range
     from clm.data.sources.synthetic import SyntheticConfig
 
     spec = (spec or "synthetic").strip()
     if spec == "synthetic":
         config = SyntheticConfig.from_env()
         return config.start, config.start + dt.timedelta(days=config.days - 1)
-    folder = lake.landing_dir if spec == "landing" else Path(spec).expanduser().resolve()
-    if not folder.exists():
-        raise FileNotFoundError(f"market-data source {spec!r} does not exist ({folder})")
-    files = [folder] if folder.is_file() else sorted(p for p in folder.rglob("*") if p.is_file())
+    source = FolderSource(lake.landing_dir if spec == "landing" else spec)
     spans = []
-    for path in files:
+    for path, _ in source.files():  # clear FileNotFoundError / ValueError for a bad path
         if not path.name.lower().endswith(SUPPORTED_SUFFIXES):
             continue
         try:
             span = file_time_range(path)
-        except Exception:  # a bad file is reported by the ingest run itself
+        except Exception:  # a bad file is reported, with its reason, by the ingest run itself
             continue
         if span is not None:
             spans.append(span)
     if not spans:
         return None
     return min(s[0] for s in spans).date(), max(s[1] for s in spans).date()
+
+
+__all__ = ["FileReport", "MarketDataSource", "SourceBatch", "open_source", "source_date_range"]
