@@ -4,9 +4,9 @@
 import dagster as dg
 import polars as pl
 
-from clm.telemetry.ingest import read_feedback_events
 from clm.lake import ALL_PARTITIONS
 from clm.markdown import markdown_table
+from clm.telemetry.ingest import read_feedback_events
 from resources import LakeResource
 
 TELEMETRY_SOURCE = "telemetry"
