@@ -21,6 +21,7 @@ from clm.data.schema import (
     RAW_BAR_SCHEMA,
 )
 from clm.data.schemas import validate_candles
+from clm.data import validation
 from clm.data.validation import ValidationConfig, validate_bars
 
 UTC = UTC
@@ -286,6 +287,24 @@ def test_duplicate_from_other_source_and_mismatch_tolerance():
     assert tight.mismatches["field"].to_list() == ["close", "close", "volume"]
 
 
+def test_mismatches_on_the_first_rows_and_with_three_vendors():
+    # the first bar of the frame duplicated by two later vendors: both compared with a.csv's
+    a = flat_rows(5, source="a.csv")
+    b = [("b.csv", *r[1:]) for r in a]
+    c = [("c.csv", *r[1:]) for r in a[:2]]
+    b[0] = (*b[0][:7], b[0][7] * 3)  # volume tripled
+    c[0] = (*c[0][:7], c[0][7] * 2)  # volume doubled
+    res = validate_bars(raw_frame(c + b + a))
+    check_invariants(res)
+    assert res.mismatches.select("timestamp", "field", "kept_source", "other_source").rows() == [
+        (ts(0), "volume", "a.csv", "b.csv"),
+        (ts(0), "volume", "a.csv", "c.csv"),
+    ]
+    assert res.mismatches["kept_value"].to_list() == [a[0][7], a[0][7]]
+    assert res.mismatches["other_value"].to_list() == [a[0][7] * 3, a[0][7] * 2]
+    assert res.quarantine["reason"].to_list() == ["duplicate_from_other_source"] * 7
+
+
 # ------------------------------------------------------------------------------------------ gaps
 
 
@@ -336,6 +355,116 @@ def test_segment_ids_count_per_symbol():
     check_invariants(res)
     segs = res.candles.group_by("symbol").agg(pl.col("segment_id").max()).sort("symbol")
     assert segs.rows() == [("AAA", 2), ("BBB", 1)]
+
+
+# slot grid anchoring: timeframes that do not divide the 4 days from the epoch to Monday 0
+
+
+def filled_at(res) -> list[datetime]:
+    return res.candles.filter("is_filled")["timestamp"].to_list()
+
+
+@pytest.mark.parametrize("n", [30, 2000])  # one day ("sessions") and ~9.7 days ("24/7")
+def test_seven_minute_bars_fill_on_their_grid(n):
+    step = timedelta(minutes=7)
+    start = datetime.fromtimestamp(int(T0.timestamp()) // 420 * 420, UTC)  # on the epoch grid
+    rows = flat_rows(n, start=start, step=step, skip={20})
+    res = validate_bars(raw_frame(rows))
+    check_invariants(res)
+    assert res.rows_quarantined == 0
+    assert res.calendars.rows() == [("AAA", "sessions" if n == 30 else "24/7", 420)]
+    expected = start + 20 * step
+    assert res.gaps.rows() == [("AAA", expected - step, expected + step, 1, "filled")]
+    assert filled_at(res) == [expected]
+    assert res.candles["timestamp"].to_list() == [start + i * step for i in range(n)]
+
+
+def test_seven_minute_weekday_calendar():
+    # Mon-Fri 7-minute bars: the grid point before Monday 0 is Sunday 23:54, outside the week
+    step = timedelta(minutes=7)
+    start = datetime.fromtimestamp(int(T0.timestamp()) // 420 * 420, UTC)
+    grid = [start + i * step for i in range(2 * 1440 + 10)]
+    friday_last = max(t for t in grid if t.weekday() == 4 and t.day == 5)
+    rows = [
+        ("w.csv", "W", t, 10.0, 10.01, 9.99, 10.0, 1.0)
+        for t in grid
+        if t.weekday() < 5 and t != friday_last
+    ]
+    for calendars in ({}, {"W": "weekdays"}):
+        res = validate_bars(raw_frame(rows), ValidationConfig(calendars=calendars))
+        check_invariants(res)
+        assert res.calendars.rows() == [("W", "sessions", 420)]
+        assert res.gaps.select("gap_start", "missing_bars", "action").rows() == [
+            (friday_last - step, 1, "filled")
+        ]
+        assert filled_at(res) == [friday_last]
+
+
+def test_three_day_bars_fill_on_their_grid():
+    step = timedelta(days=3)
+    start = datetime(2023, 12, 31, tzinfo=UTC)  # epoch day 19722, a multiple of 3
+    res = validate_bars(raw_frame(flat_rows(30, start=start, step=step, skip={10, 11})))
+    check_invariants(res)
+    assert res.rows_quarantined == 0
+    assert res.calendars.rows() == [("AAA", "24/7", 3 * 86_400)]
+    assert res.gaps.select("missing_bars", "action").rows() == [(2, "filled")]
+    assert filled_at(res) == [start + 10 * step, start + 11 * step]
+
+
+def test_weekly_bars_on_the_epoch_grid_fill_on_thursdays():
+    step = timedelta(weeks=1)
+    start = datetime(2024, 1, 4, tzinfo=UTC)  # a Thursday, like the epoch
+    res = validate_bars(raw_frame(flat_rows(30, start=start, step=step, skip={20})))
+    check_invariants(res)
+    assert res.rows_quarantined == 0
+    assert filled_at(res) == [datetime(2024, 5, 23, tzinfo=UTC)]
+
+
+def test_monday_open_weekly_bars_are_aligned_and_fill_on_mondays():
+    # Binance weekly klines open on Mondays: a constant phase of 4 days against the epoch grid
+    step = timedelta(weeks=1)
+    rows = flat_rows(30, start=T0, step=step, skip={20})
+    tuesday = T0 + 25 * step + timedelta(days=1)
+    at = [r[2] for r in rows].index(T0 + 25 * step) + 1
+    rows.insert(at, ("a.csv", "AAA", tuesday, 100.0, 101.0, 99.0, 100.0, 1.0))
+    res = validate_bars(raw_frame(rows))
+    check_invariants(res)
+    # only the Tuesday bar is off the Monday grid
+    assert q_rows(res) == [
+        ("a.csv", at + 1, "timestamp", tuesday.strftime("%Y-%m-%dT%H:%M:%SZ"), "misaligned_timestamp")
+    ]
+    assert res.calendars["timeframe_seconds"].to_list() == [7 * 86_400]
+    missing = datetime(2024, 5, 20, tzinfo=UTC)  # T0 + 20 weeks, a Monday
+    assert res.gaps.rows() == [("AAA", missing - step, missing + step, 1, "filled")]
+    assert filled_at(res) == [missing] and missing.weekday() == 0
+    assert {t.weekday() for t in res.candles["timestamp"]} == {0}
+
+
+def test_five_minute_grid_unchanged():
+    # 9 days of 5-minute bars (24/7): fills and misalignment as before the anchoring change
+    n = 9 * 288
+    rows = flat_rows(n, skip={100, 2000, 2001})
+    bad_t = ts(500) + timedelta(seconds=150)
+    at = [r[2] for r in rows].index(ts(500)) + 1
+    rows.insert(at, ("a.csv", "AAA", bad_t, 100.0, 101.0, 99.0, 100.0, 1.0))
+    res = validate_bars(raw_frame(rows))
+    check_invariants(res)
+    assert res.calendars.rows() == [("AAA", "24/7", 300)]
+    assert [r[4] for r in q_rows(res)] == ["misaligned_timestamp"]
+    assert res.gaps.rows() == [
+        ("AAA", ts(99), ts(101), 1, "filled"),
+        ("AAA", ts(1999), ts(2002), 2, "filled"),
+    ]
+    assert filled_at(res) == [ts(100), ts(2000), ts(2001)]
+
+
+def test_constant_phase_is_aligned():
+    # a whole series shifted by one minute has a constant phase: aligned, filled on its own grid
+    shift = timedelta(minutes=1)
+    res = validate_bars(raw_frame(flat_rows(40, start=T0 + shift, skip={10})))
+    check_invariants(res)
+    assert res.rows_quarantined == 0
+    assert filled_at(res) == [ts(10) + shift]
 
 
 def weekday_bars(weeks: int, day_hours: tuple[int, int] | None = None, skip=()) -> list[tuple]:
@@ -478,6 +607,114 @@ def test_flat_series_uses_mean_deviation_fallback():
     z = res.candles["outlier_z"]
     assert res.candles.filter("is_outlier")["timestamp"].to_list() == [ts(150)]
     assert math.isfinite(z[150]) and z[150] > 10
+
+
+def reference_outlier_z(candles: pl.DataFrame, window: int) -> pl.Series:
+    """outlier_z recomputed from the candles the plain way (``.over`` per symbol, real bars only,
+    a return within a segment), to check the sliced, chunked computation bit for bit."""
+    real = candles.with_row_index("_pos").filter(~pl.col("is_filled"))
+    same = (pl.col("symbol") == pl.col("symbol").shift(1)) & (
+        pl.col("segment_id") == pl.col("segment_id").shift(1)
+    )
+    r = (
+        real.select(
+            "_pos", "symbol", pl.when(same).then((pl.col("close") / pl.col("close").shift(1)).log())
+        )
+        .rename({"close": "r"})
+        .filter(pl.col("r").is_not_null())
+        .with_columns(pl.col("r").rolling_median(window, min_samples=1).over("symbol").alias("m"))
+        .with_columns((pl.col("r") - pl.col("m")).abs().alias("dev"))
+        .with_columns(
+            pl.col("dev").rolling_median(window, min_samples=1).over("symbol").alias("mad"),
+            pl.col("dev").rolling_mean(window, min_samples=1).over("symbol").alias("mean_ad"),
+            pl.int_range(pl.len()).over("symbol").alias("n"),
+        )
+    )
+    scale = (
+        pl.when(pl.col("mad") > 0)
+        .then(pl.col("mad") * 1.4826)
+        .when(pl.col("mean_ad") > 0)
+        .then(pl.col("mean_ad") * 1.2533)
+    )
+    z = r.select(
+        "_pos",
+        pl.when(pl.col("n") >= 20)
+        .then((pl.col("r") - pl.col("m").shift(1).over("symbol")) / scale.shift(1).over("symbol"))
+        .alias("z"),
+    )
+    out = pl.Series("outlier_z", [None] * candles.height, dtype=pl.Float64)
+    return out.scatter(z["_pos"], z["z"])
+
+
+@pytest.mark.parametrize("window", [20, 288])
+def test_outlier_z_matches_plain_per_symbol_computation(window, monkeypatch):
+    # several symbols of different lengths, dropped bars (fills and segment breaks), a tick-bound
+    # stretch (MAD 0), a symbol shorter than the window and a single bar; 4 rolling slices
+    monkeypatch.setattr(pl, "thread_pool_size", lambda: 4)
+    parts = [
+        random_walk(3000, symbol="AAA", seed=1).filter(
+            ~pl.int_range(3000).is_in([100, 700, 701, 1500, 1501, 1502, 1503, 1504, 2999])
+        ),
+        random_walk(900, symbol="BBB", seed=2, jumps={400: 0.05}).with_columns(
+            pl.col("open", "high", "low", "close").round(1)  # tick-bound: mostly unchanged
+        ),
+        random_walk(15, symbol="CCC", seed=3),
+        random_walk(1, symbol="DDD", seed=4),
+    ]
+    raw = pl.concat(parts).with_columns(
+        pl.max_horizontal("open", "high", "close").alias("high"),
+        pl.min_horizontal("open", "low", "close").alias("low"),
+    )
+    res = validate_bars(raw, ValidationConfig(outlier_window=window))
+    check_invariants(res)
+    assert res.filled_bars > 0 and "segment_break" in res.gaps["action"].to_list()
+    assert res.candles["outlier_z"].equals(reference_outlier_z(res.candles, window))
+
+
+def test_file_order_without_the_packed_key(monkeypatch):
+    # the running maximum per file falls back to ``.over`` when the packed key could overflow
+    expected = validate_bars(messy_frame())
+    monkeypatch.setattr(validation, "PACKED_KEY_LIMIT", 0)
+    res = validate_bars(messy_frame())
+    for name in ("candles", "quarantine", "gaps", "mismatches", "calendars"):
+        assert getattr(res, name).equals(getattr(expected, name)), name
+
+
+def test_timeframe_per_symbol_and_first_spacing_not_the_mode():
+    # AAA 5-minute bars, BBB hourly bars (8+ days: 24/7), CCC 5-minute bars whose first spacing
+    # (bar 1 is missing) is not the most common one
+    hour = timedelta(hours=1)
+    rows = (
+        flat_rows(30, symbol="AAA", skip={7})
+        + flat_rows(200, symbol="BBB", source="b.csv", step=hour, skip={50})
+        + flat_rows(30, symbol="CCC", source="c.csv", skip={1})
+    )
+    res = validate_bars(raw_frame(rows))
+    check_invariants(res)
+    assert res.calendars.rows() == [
+        ("AAA", "sessions", 300),
+        ("BBB", "24/7", 3600),
+        ("CCC", "sessions", 300),
+    ]
+    assert res.gaps.select("symbol", "missing_bars", "action").rows() == [
+        ("AAA", 1, "filled"),
+        ("BBB", 1, "filled"),
+        ("CCC", 1, "filled"),
+    ]
+    assert filled_at(res) == [ts(7), ts(50, step=hour), ts(1)]
+
+
+def test_misaligned_rows_from_two_vendors_are_misaligned_not_duplicates():
+    a = flat_rows(20, source="a.csv")
+    b = [("b.csv", *r[1:]) for r in a]
+    off = ("AAA", ts(10) + timedelta(seconds=30), 100.0, 101.0, 99.0, 100.0, 1.0)
+    a.insert(11, ("a.csv", *off))
+    b.insert(11, ("b.csv", *off))
+    res = validate_bars(raw_frame(a + b))
+    check_invariants(res)
+    reasons = res.quarantine.group_by("reason").len().sort("reason").rows()
+    assert reasons == [("duplicate_from_other_source", 20), ("misaligned_timestamp", 2)]
+    assert res.candles.height == 20 and set(res.candles["source"]) == {"a.csv"}
 
 
 # -------------------------------------------------------------------- invariants and determinism
