@@ -45,8 +45,13 @@ def run_graph(source: str, lake: Lake, *, selection: str = "*") -> int:
         print(f"clm: source {source!r} has no readable bars; nothing to ingest", file=sys.stderr)
         return 2
     start, end = span
-    if not os.environ.get("DAGSTER_HOME"):
+    home = os.environ.get("DAGSTER_HOME")
+    if not home:
         print("clm: DAGSTER_HOME is not set; run history will not be kept (the Makefile sets it)", file=sys.stderr)
+    elif not Path(home).is_dir():
+        print(f"clm: DAGSTER_HOME {home} does not exist; 'make run' (or 'make home') creates it with the "
+              "instance settings in dagster.yaml", file=sys.stderr)
+        return 2
     env = {**os.environ, "CLM_SOURCE": source, "CLM_LAKE": str(lake.root)}
     cmd = [_dagster_bin(), "asset", "materialize", "-m", "definitions", "--select", selection,
            "--partition-range", f"{start.isoformat()}...{end.isoformat()}", "--config-json", json.dumps(RUN_CONFIG)]

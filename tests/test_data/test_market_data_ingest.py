@@ -128,3 +128,10 @@ def test_clm_sql_queries_the_lake(tmp_path, monkeypatch, capsys):
     assert "2" in capsys.readouterr().out
     assert clm_main(["sql", "select * from no_such_table"]) == 2
     assert "no_such_table" in capsys.readouterr().err
+
+
+def test_clm_run_refuses_a_missing_dagster_home(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("CLM_LAKE", str(tmp_path / "lake"))
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "missing"))
+    assert clm_main(["ingest", str(DATA / "binance_spot_5m")]) == 2
+    assert "make run" in capsys.readouterr().err
