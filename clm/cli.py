@@ -89,6 +89,11 @@ def summary_text(lake: Lake) -> str:
     ]
     for reason, count in sorted(report.get("quarantined_by_reason", {}).items()):
         lines.append(f"    {reason:<32}{count:,}")
+    if lake.has_table(ingest.QUARANTINE):
+        rejected = lake.read(ingest.QUARANTINE).filter(pl.col("reason") == "file_error").sort("source_file")
+        if rejected.height:
+            lines.append("  files rejected:")
+            lines += [f"    {message}" for message in rejected["value"].to_list()]
     breaks = report.get("segment_breaks", [])
     if breaks:
         lines.append("  segment breaks (gaps too long to fill):")

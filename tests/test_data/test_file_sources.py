@@ -326,7 +326,7 @@ def test_corpus_file(name, defects_batch):
     assert got_rows == sorted(tuple(r) for r in exp["source_rows"])
     assert (report.error is not None) == exp["file_error"]
     if exp["file_error"]:
-        assert q["reason"][0] == report.error
+        assert q["reason"][0] == "file_error" and q["value"][0] == report.error
         assert report.error.startswith(f"file_error: {name}: ")
 
 
@@ -342,7 +342,7 @@ def test_corpus_defect_details(defects_batch):
     assert (utf8["value"].str.len_chars() <= 200).all()
     parquet = q.filter(pl.col("source_file") == "multi_symbol.parquet").sort("row")
     assert parquet["symbol"].to_list() == ["BTC_USDT", "ETH_USDT", None]
-    unknown = q.filter(pl.col("source_file") == "unknown_layout.csv")["reason"][0]
+    unknown = q.filter(pl.col("source_file") == "unknown_layout.csv")["value"][0]
     assert "foo" in unknown and "open" in unknown and "Binance" in unknown
     # Validation-stage defects pass through the source untouched.
     btc = defects_batch.bars.filter(pl.col("source_file") == "BTCUSDT-5m-2024-01-01.csv")

@@ -2,8 +2,8 @@
 
 Every defect ends up either as one row-level quarantine row (``row`` = 1-based line number for CSV,
 1-based element index for freqtrade JSON, 1-based row index for Feather/Parquet) or as one
-file-level quarantine row (``row`` null, ``reason`` starting with ``file_error:`` and naming the
-file). Nothing raises for a bad file and nothing is dropped silently, so
+file-level quarantine row (``row`` null, ``reason`` ``file_error``, ``value`` a message naming
+the file). Nothing raises for a bad file and nothing is dropped silently, so
 ``rows_read == bars.height + row-level quarantine rows`` holds per file and per batch.
 
 Rules worth knowing:
@@ -823,7 +823,7 @@ def read_market_file(
             detail = f"unexpected error {type(exc).__name__}: {exc}"
         message = f"file_error: {source_file}: {detail}"
         report.error = message
-        return empty(RAW_BAR_SCHEMA), quarantine_rows(source_file, message), report
+        return empty(RAW_BAR_SCHEMA), quarantine_rows(source_file, "file_error", values=[message]), report
 
     row_level = quarantine.filter(pl.col("row").is_not_null()).height
     report.layout = layout
