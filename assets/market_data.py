@@ -21,6 +21,10 @@ class CandleIngestConfig(dg.Config):
     outlier_window: int = Field(288, ge=20, description="bars in the rolling robust z-score window")
     outlier_z: float = Field(10.0, gt=0, description="robust z-score above which a return is flagged")
     mismatch_tolerance_bps: float = Field(5.0, ge=0, description="vendor differences above this are reported")
+    calendars: dict[str, str] = Field(
+        default_factory=dict,
+        description='per-symbol trading calendar: "auto" (default), "24/7" or "weekdays"',
+    )
 
     def validation(self) -> ValidationConfig:
         return ValidationConfig(
@@ -28,6 +32,7 @@ class CandleIngestConfig(dg.Config):
             outlier_window=self.outlier_window,
             outlier_z=self.outlier_z,
             mismatch_tolerance_bps=self.mismatch_tolerance_bps,
+            calendars=self.calendars,
         )
 
 

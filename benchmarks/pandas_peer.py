@@ -205,12 +205,18 @@ def pandas_validate(raw: pd.DataFrame, **config) -> dict[str, pd.DataFrame]:
         else pd.DataFrame(columns=quarantine_cols)
     ).reset_index(drop=True)
 
-    # -- 5. calendars: 24/7 when all 7 weekdays occur, else the observed weekly slots
+    # -- 5. calendars: 24/7 when all 7 weekdays occur or history is under 14 days, else the observed weekly slots
     s, ts = df["_sid"].to_numpy(), df["_ts"].to_numpy()
     day = ts // DAY_US
     n_weekdays = pd.Series((day + 3) % 7).groupby(s).nunique()  # 1970-01-01 was a Thursday
     slots_per_week = np.where((tf > 0) & (WEEK_US % np.maximum(tf, 1) == 0), WEEK_US // np.maximum(tf, 1), 0)
-    sessions = (slots_per_week > 0) & (n_weekdays.reindex(range(len(symbols)), fill_value=7).to_numpy() < 7)
+    days = pd.Series(day).groupby(s)
+    span_days = (days.max() - days.min() + 1).reindex(range(len(symbols)), fill_value=0).to_numpy()
+    sessions = (
+        (slots_per_week > 0)
+        & (n_weekdays.reindex(range(len(symbols)), fill_value=7).to_numpy() < 7)
+        & (span_days >= 14)  # sessions are inferred only from two weeks of data or more
+    )
     open_slots: dict[int, np.ndarray] = {}
     in_sessions = sessions[s]
     if in_sessions.any():

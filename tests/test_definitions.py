@@ -72,3 +72,15 @@ def test_bad_run_config_is_rejected_with_a_clear_message(lake_root, tiny_market)
     # pydantic validates the typed config before the asset body runs
     with pytest.raises(Exception, match=r"max_fill_bars[\s\S]*greater than or equal to 0"):
         _run(defs, run_config={"ops": {"ingest_market_data": {"config": {"max_fill_bars": -1}}}})
+
+
+def test_calendar_config_reaches_validation_and_bad_values_are_named(lake_root, tiny_market):
+    from definitions import defs
+
+    config = {"ops": {"ingest_market_data": {"config": {"calendars": {"SYN000USD": "weekdays"}}}}}
+    assert _run(defs, run_config=config).success
+    calendars = dict(Lake(lake_root).read("calendars").select("symbol", "calendar").iter_rows())
+    assert calendars["SYN000USD"] == "sessions" and calendars["SYN001USD"] == "24/7"
+    bad = {"ops": {"ingest_market_data": {"config": {"calendars": {"SYN000USD": "sometimes"}}}}}
+    with pytest.raises(Exception, match=r"calendars[\s\S]*'auto', '24/7' or 'weekdays'"):
+        _run(defs, run_config=bad)

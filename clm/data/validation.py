@@ -16,7 +16,9 @@ Pipeline (each stage only sees the rows the previous stages kept):
    off the grid are ``misaligned_timestamp``;
 4. the same (symbol, timestamp) from several files: the first file in sorted order wins, the others
    are ``duplicate_from_other_source`` and OHLCV differences above tolerance go to mismatches;
-5. calendar per symbol: "24/7" when bars occur on all 7 weekdays (or by config), else "sessions":
+5. calendar per symbol: "24/7" when bars occur on all 7 weekdays, when the symbol's history spans
+   under 14 days (too little to tell a closure from a gap: gaps are reported rather than hidden),
+   or by config; else "sessions":
    the observed (weekday, time-of-day) slots, where a weekday seen on a single date contributes
    its whole first-to-last span (too little history to tell a closure from a gap); config
    "weekdays" = Mon-Fri all day. Slots count from the symbol's grid point at or before Monday
@@ -66,6 +68,7 @@ DAY_US = 86_400 * US
 WEEK_US = 7 * DAY_US
 MONDAY0_US = 4 * DAY_US  # 1970-01-05 00:00 UTC is the first Monday after the epoch
 MIN_OUTLIER_SAMPLES = 20
+MIN_SESSION_HISTORY_DAYS = 14  # sessions are inferred only from two weeks of data or more
 MAD_SCALE = 1.4826  # MAD -> sigma for normal data
 MEAN_AD_SCALE = 1.2533  # mean absolute deviation -> sigma (fallback when the MAD is 0)
 
@@ -571,7 +574,10 @@ def _calendars(
         .select("_sid", day.alias("_day"))
         .filter(~_same_prev("_sid", "_day"))
         .group_by("_sid")
-        .agg(((pl.col("_day") + 3) % 7).n_unique().alias("_n_weekdays"))  # 1970-01-01: Thursday
+        .agg(
+            ((pl.col("_day") + 3) % 7).n_unique().alias("_n_weekdays"),  # 1970-01-01: Thursday
+            (pl.col("_day").max() - pl.col("_day").min() + 1).alias("_span_days"),
+        )
         .collect(engine=ENGINE)
     )
     rules = pl.DataFrame(
@@ -608,6 +614,9 @@ def _calendars(
             .when(pl.col("_rule") == "weekdays")
             .then(pl.lit("weekdays"))
             .when(pl.col("_n_weekdays") == 7)
+            .then(pl.lit("24/7"))
+            # too little history to tell a closure from a gap: assume 24/7 and report the gaps
+            .when(pl.col("_span_days") < MIN_SESSION_HISTORY_DAYS)
             .then(pl.lit("24/7"))
             .otherwise(pl.lit("sessions"))
             .alias("_kind")

@@ -177,7 +177,8 @@ def test_clean_series_passes_untouched():
     assert c["quote_volume"].to_list() == (raw["close"] * raw["volume"]).to_list()
     assert set(c["source"]) == {"a.csv"} and set(c["segment_id"]) == {0}
     assert not c["is_filled"].any() and not c["is_outlier"].any()
-    assert res.calendars.rows() == [("AAA", "sessions", 300)]  # 30 bars, one weekday only
+    # 30 bars on one day: too little history to infer sessions, so 24/7 (gaps get reported)
+    assert res.calendars.rows() == [("AAA", "24/7", 300)]
 
 
 def test_price_volume_and_high_low_rules():
@@ -364,7 +365,7 @@ def filled_at(res) -> list[datetime]:
     return res.candles.filter("is_filled")["timestamp"].to_list()
 
 
-@pytest.mark.parametrize("n", [30, 2000])  # one day ("sessions") and ~9.7 days ("24/7")
+@pytest.mark.parametrize("n", [30, 2000])  # one day and ~9.7 days
 def test_seven_minute_bars_fill_on_their_grid(n):
     step = timedelta(minutes=7)
     start = datetime.fromtimestamp(int(T0.timestamp()) // 420 * 420, UTC)  # on the epoch grid
@@ -372,7 +373,7 @@ def test_seven_minute_bars_fill_on_their_grid(n):
     res = validate_bars(raw_frame(rows))
     check_invariants(res)
     assert res.rows_quarantined == 0
-    assert res.calendars.rows() == [("AAA", "sessions" if n == 30 else "24/7", 420)]
+    assert res.calendars.rows() == [("AAA", "24/7", 420)]
     expected = start + 20 * step
     assert res.gaps.rows() == [("AAA", expected - step, expected + step, 1, "filled")]
     assert filled_at(res) == [expected]
@@ -540,6 +541,16 @@ def test_fx_week_sunday_open_to_friday_close_has_no_weekend_gaps():
     ]
 
 
+def test_short_history_is_24_7_so_a_missing_day_is_reported_not_hidden():
+    # Monday and Wednesday of a crypto pair: Tuesday is missing, not a closed session
+    monday = flat_rows(288)
+    wednesday = flat_rows(288, start=T0 + timedelta(days=2))
+    res = validate_bars(raw_frame(monday + wednesday))
+    check_invariants(res)
+    assert res.calendars["calendar"].to_list() == ["24/7"]
+    assert res.gaps.select("missing_bars", "action").rows() == [(288, "segment_break")]
+
+
 def test_weekdays_calendar_override():
     # Mon-Fri 14-21h data declared "weekdays": the nights become in-calendar gaps
     rows = weekday_bars(1, day_hours=(14, 21))
@@ -692,9 +703,9 @@ def test_timeframe_per_symbol_and_first_spacing_not_the_mode():
     res = validate_bars(raw_frame(rows))
     check_invariants(res)
     assert res.calendars.rows() == [
-        ("AAA", "sessions", 300),
+        ("AAA", "24/7", 300),
         ("BBB", "24/7", 3600),
-        ("CCC", "sessions", 300),
+        ("CCC", "24/7", 300),
     ]
     assert res.gaps.select("symbol", "missing_bars", "action").rows() == [
         ("AAA", 1, "filled"),
@@ -727,7 +738,7 @@ def messy_frame() -> pl.DataFrame:
     rows.insert(12, rows[2])  # out of order
     rows += flat_rows(40, symbol="AAA", source="b.csv", skip={1, 2})
     rows += flat_rows(30, symbol="BBB", source="b.csv", skip={15})
-    rows += weekday_bars(2, day_hours=(14, 21), skip={datetime(2024, 1, 3, 15, tzinfo=UTC)})
+    rows += weekday_bars(3, day_hours=(14, 21), skip={datetime(2024, 1, 3, 15, tzinfo=UTC)})
     return raw_frame(rows)
 
 
@@ -774,7 +785,7 @@ def test_everything_quarantined_and_single_bar_symbols():
     res = validate_bars(raw_frame(rows))
     check_invariants(res)
     # a single bar has no timeframe to detect: kept, no gaps, timeframe unknown
-    assert res.calendars.rows() == [("ONE", "24/7", None), ("TWO", "sessions", 300)]
+    assert res.calendars.rows() == [("ONE", "24/7", None), ("TWO", "24/7", 300)]
 
 
 def test_non_finite_values_are_quarantined_defensively():
