@@ -142,15 +142,19 @@ class Lake:
         partition_by: Sequence[str] = (),
         *,
         replace: Iterable[Any] | str | None = None,
+        version: str | None = None,
     ) -> dict[str, Any]:
         """Write ``df`` as hive partitions of ``table`` and return what was written.
 
         ``replace`` names the values of the first partition column that this write owns entirely
         (e.g. the dates of a run): files under them that this write does not produce are removed,
         so re-materialising a partition replaces it and never duplicates it. ``None`` owns the
-        first-level values present in ``df``; ``ALL_PARTITIONS`` owns the whole table.
+        first-level values present in ``df``; ``ALL_PARTITIONS`` owns the whole table (or version).
+        ``version`` writes under ``<table>/version=<version>/``, beside other versions, never over them.
         """
         base = self.table_path(table)
+        if version is not None:
+            base = base / f"version={_partition_value('version', version)}"
         partition_by = list(partition_by)
         written: list[Path] = []
         total_bytes = 0
@@ -214,9 +218,37 @@ class Lake:
             p.name for p in self.root.iterdir() if p.is_dir() and TABLE_NAME.match(p.name) and self.has_table(p.name)
         )
 
-    def files(self, table: str, **partitions: Iterable[Any]) -> list[Path]:
-        """Parquet files of ``table``, optionally restricted to partition values (e.g. ``date=[...]``)."""
+    # ---- versioned tables ------------------------------------------------------------------------
+    def set_current_version(self, table: str, version: str, manifest: Mapping[str, Any]) -> Path:
+        """Record ``version``'s manifest and make it the one readers and the catalog see by default."""
+        version = _partition_value("version", version)
+        self.write_json(f"{_check_table(table)}/_versions/{version}.json", dict(manifest))
+        return self.write_json(f"{table}/_current_version.json", {"version": version})
+
+    def current_version(self, table: str) -> str | None:
+        path = self.table_path(table) / "_current_version.json"
+        if not path.is_file():
+            return None
+        return _partition_value("version", json.loads(path.read_text())["version"])
+
+    def versions(self, table: str) -> list[str]:
         base = self.table_path(table)
+        if not base.is_dir():
+            return []
+        return sorted(p.name.split("=", 1)[1] for p in base.glob("version=*") if p.is_dir())
+
+    def version_manifest(self, table: str, version: str) -> Any:
+        return self.read_json(f"{_check_table(table)}/_versions/{_partition_value('version', version)}.json")
+
+    def files(self, table: str, **partitions: Iterable[Any]) -> list[Path]:
+        """Parquet files of ``table``, optionally restricted to partition values (e.g. ``date=[...]``).
+
+        A versioned table reads its current version unless ``version=[...]`` is given.
+        """
+        base = self.table_path(table)
+        current = self.current_version(table)
+        if current is not None and "version" not in partitions:
+            partitions = {**partitions, "version": [current]}
         if not partitions:
             return sorted(base.rglob("*.parquet"))
         wanted = {col: {_partition_value(col, v) for v in values} for col, values in partitions.items()}
@@ -273,7 +305,12 @@ class Lake:
 
     # ---- SQL catalog ---------------------------------------------------------------------------
     def view_sql(self, table: str) -> str:
-        glob = str(self.table_path(table) / "**" / "*.parquet").replace("'", "''")
+        """A versioned table's view shows its current version only (``version`` comes from the path)."""
+        base = self.table_path(table)
+        current = self.current_version(table)
+        if current is not None:
+            base = base / f"version={current}"
+        glob = str(base / "**" / "*.parquet").replace("'", "''")
         return (
             f"SELECT * FROM read_parquet('{glob}', hive_partitioning = true, union_by_name = true)"
         )

@@ -41,10 +41,19 @@ def test_whole_graph_runs_in_process(lake_root, tiny_market):
     report = lake.read_json("reports/data_integrity.json")
     assert report["totals"]["bars"] == candles.height
     assert (lake.root / "reports" / "data_integrity.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
-    assert checks == {"candles_schema": True, "rows_accounted": True, "lines_accounted": True}
+    checks = {(e.asset_key.to_user_string(), e.check_name): e.passed for e in result.get_asset_check_evaluations()}
+    assert checks == {
+        ("candles", "candles_schema"): True, ("candles", "rows_accounted"): True,
+        ("feedback_events", "lines_accounted"): True, ("features", "warm_rows_complete"): True,
+        ("labels", "rows_accounted"): True,
+    }
+    features = lake.read("features")
+    assert features.height == candles.height and {"rsi_14", "mom_5", "htf_1h_ret_1", "ref_ret_1"} <= set(features.columns)
+    assert lake.read("labels").height == candles.height
     con = duckdb.connect(str(lake.catalog_path), read_only=True)
     assert con.execute("select count(*) from candles").fetchone()[0] == candles.height
+    assert con.execute("select count(*), count(distinct version) from features").fetchone() == (candles.height, 1)
+    assert con.execute("select count(*) from labels").fetchone()[0] == candles.height
     con.close()
 
 
@@ -56,7 +65,7 @@ def test_rematerialising_is_byte_identical(lake_root, tiny_market):
 
     def digest():
         return {str(p.relative_to(lake.root)): hashlib.sha256(p.read_bytes()).hexdigest()
-                for t in ("candles", "candle_gaps", "synthetic_regimes") for p in lake.files(t)}
+                for t in ("candles", "candle_gaps", "synthetic_regimes", "features", "labels") for p in lake.files(t)}
 
     first = digest()
     one_day = {"dagster/asset_partition_range_start": "2024-01-02", "dagster/asset_partition_range_end": "2024-01-02"}
