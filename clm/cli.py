@@ -69,6 +69,31 @@ def table_counts(lake: Lake) -> dict[str, int]:
     return counts
 
 
+def _feature_lines(lake: Lake) -> list[str]:
+    version = lake.current_version("features")
+    if version is None:
+        return []
+    manifest = lake.version_manifest("features", version)
+    stats = lake.scan("features").select(pl.len().alias("rows"), pl.col("warm").sum().alias("warm")).collect()
+    lines = [
+        f"  features:           version {version} ({len(manifest['features'])} features: "
+        f"{', '.join(manifest['sets'])}); {stats['rows'][0]:,} rows, {stats['warm'][0]:,} warm; "
+        f"look-back {manifest['lookback_days']} days",
+    ]
+    others = [v for v in lake.versions("features") if v != version]
+    if others:
+        lines.append(f"    older versions kept: {', '.join(others)}")
+    if lake.has_table("labels"):
+        labels = lake.scan("labels")
+        horizons = sorted(int(c.rsplit("_", 1)[1]) for c in labels.collect_schema() if c.startswith("forward_return_"))
+        valid = labels.select(
+            pl.len().alias("rows"), *(pl.col(f"forward_return_{h}").is_not_null().sum().alias(str(h)) for h in horizons)
+        ).collect()
+        shares = ", ".join(f"{h} bars {valid[str(h)][0] / max(1, valid['rows'][0]):.1%}" for h in horizons)
+        lines.append(f"  labels:             {valid['rows'][0]:,} rows; valid forward returns: {shares}")
+    return lines
+
+
 def summary_text(lake: Lake) -> str:
     try:
         report = lake.read_json(ingest.INTEGRITY_REPORT)
@@ -110,6 +135,7 @@ def summary_text(lake: Lake) -> str:
         lines.append("  do not trade:")
         for row in dnt.iter_rows(named=True):
             lines.append(f"    {row['symbol']:<14}{row['reason']}")
+    lines += _feature_lines(lake)
     lines.append("  tables written:")
     for table, count in table_counts(lake).items():
         lines.append(f"    {table:<24}{count:,} rows")

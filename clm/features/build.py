@@ -152,7 +152,9 @@ def _join_higher_timeframe(
         .with_columns(pl.col("timestamp").dt.truncate(every).alias("__bucket"))
         .group_by([*keys, "__bucket"], maintain_order=True)
         .agg(_AGGREGATE[c] for c in needed)
-        .sort([*by, "symbol", "__bucket"])
+        # segment_id is a sort key: segments that share a bucket (a break inside an hour) would tie,
+        # and polars' unstable sort could interleave them and split a series (look-ahead tests)
+        .sort([*by, "symbol", "segment_id", "__bucket"])
         .with_columns(pl.struct(keys).rle_id().set_sorted().alias(batch.GROUP))
     )
     higher = batch.evaluate(higher, {f.name: f.node for f in features}).select(
