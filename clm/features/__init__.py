@@ -9,6 +9,7 @@ from clm.features.build import (
     infer_timeframe_seconds,
     select_features,
 )
+from clm.features.live import LiveFeatures
 from clm.features.registry import Feature, FeatureSelection
 
 __all__ = [
@@ -17,6 +18,7 @@ __all__ = [
     "Feature",
     "FeatureConfig",
     "FeatureSelection",
+    "LiveFeatures",
     "compute_features",
     "drop_warmup",
     "infer_timeframe_seconds",

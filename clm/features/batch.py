@@ -21,6 +21,26 @@ def _column(node: Node) -> str:
     return f"__n_{digest(node.key, 12)}"
 
 
+_SUMMING = ("rolling_mean", "rolling_sum", "rolling_std")
+
+
+def _change_column(node: Node) -> str:
+    return f"__chg_{digest(node.args[0].key, 12)}"
+
+
+def _flat_column(node: Node) -> str:
+    """One flag per (input, window), shared by the mean, sum and std of the same window."""
+    return f"__flat_{digest(node.args[0].key + repr(node.params[0]), 12)}"
+
+
+def _exact_flat(node: Node, x: pl.Expr) -> pl.Expr:
+    if node.op == "rolling_mean":
+        return x
+    if node.op == "rolling_sum":
+        return x * float(node.params[0])
+    return pl.lit(0.0, dtype=pl.Float64)
+
+
 class _Compiler:
     def __init__(self) -> None:
         self.level: dict[str, int] = {}
@@ -85,9 +105,12 @@ class _Compiler:
                 return a[0].fill_null(p[0])
         raise ValueError(f"no polars form for node {node.key}")
 
-    def stateful(self, node: Node, operands: Mapping[str, pl.Expr]) -> pl.Expr:
+    def operand(self, node: Node, operands: Mapping[str, pl.Expr]) -> pl.Expr:
         child = node.args[0]
-        x = pl.col(_column(child)) if _column(child) in operands else self.inline(child)
+        return pl.col(_column(child)) if _column(child) in operands else self.inline(child)
+
+    def stateful(self, node: Node, operands: Mapping[str, pl.Expr]) -> pl.Expr:
+        x = self.operand(node, operands)
         op, p = node.op, node.params
         match op:
             case "shift":
@@ -134,9 +157,31 @@ def evaluate(frame: pl.LazyFrame, roots: Mapping[str, Node], group: str = GROUP)
         if operands:
             out = out.with_columns([e.alias(name) for name, e in operands.items()])
             temporary += list(operands)
+        # Windows of identical values: polars' running sums leave residues (1e-15 after a run of
+        # zero volume), and a ratio of two residues is garbage; such windows get the exact answer.
+        # A window of n equal values is n - 1 bars without a change, counted exactly in integers.
+        changes: dict[str, pl.Expr] = {}
+        flat: dict[str, pl.Expr] = {}
+        for node in by_level[level]:
+            n = node.params[0] if node.op in _SUMMING else 1
+            if n < 2:
+                continue
+            x = compiler.operand(node, operands)
+            change = _change_column(node)
+            changes.setdefault(change, (x != x.shift(1)).over(group).cast(pl.UInt32))
+            flat.setdefault(_flat_column(node), pl.col(change).rolling_sum(n - 1, min_samples=n - 1).over(group) == 0)
+        if changes:
+            out = out.with_columns([e.alias(name) for name, e in changes.items()])
         out = out.with_columns(
             [compiler.stateful(n, operands).over(group).alias(_column(n)) for n in by_level[level]]
+            + [e.alias(name) for name, e in flat.items()]
         )
-        temporary += [_column(n) for n in by_level[level]]
+        if flat:
+            out = out.with_columns([
+                pl.when(pl.col(_flat_column(n))).then(_exact_flat(n, compiler.operand(n, operands)))
+                .otherwise(pl.col(_column(n))).alias(_column(n))
+                for n in by_level[level] if n.op in _SUMMING and n.params[0] >= 2
+            ])
+        temporary += [_column(n) for n in by_level[level]] + list(flat) + list(changes)
     out = out.with_columns([compiler.inline(root).alias(name) for name, root in roots.items()])
     return out.drop(temporary)
