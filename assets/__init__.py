@@ -2,9 +2,13 @@
 
 from assets.catalog import lake_catalog
 from assets.features import features, labels
+from assets.regimes import detect_regimes, regime_map
 from assets.market_data import ingest_market_data
 from assets.reports import data_integrity
 from assets.telemetry import feedback_events
 from assets.universe import universe
 
-all_assets = [ingest_market_data, universe, features, labels, data_integrity, feedback_events, lake_catalog]
+all_assets = [
+    ingest_market_data, universe, features, labels, detect_regimes, regime_map, data_integrity, feedback_events,
+    lake_catalog,
+]

@@ -91,6 +91,16 @@ def _feature_lines(lake: Lake) -> list[str]:
         ).collect()
         shares = ", ".join(f"{h} bars {valid[str(h)][0] / max(1, valid['rows'][0]):.1%}" for h in horizons)
         lines.append(f"  labels:             {valid['rows'][0]:,} rows; valid forward returns: {shares}")
+    try:
+        regimes = lake.read_json("reports/regime_map.json")
+    except FileNotFoundError:
+        return lines
+    scores = ", ".join(f"{s['level']} {s['balanced_accuracy']:.3f}" for s in regimes["scores"])
+    lines.append(
+        f"  regimes:            market now {regimes['last_market_regime']}, {regimes['market_changes']} changes; "
+        + (f"balanced accuracy vs truth: {scores}" if scores else "no ground truth to score against")
+        + " (reports/regime_map.md)"
+    )
     return lines
 
 

@@ -50,6 +50,8 @@ def test_whole_graph_runs_in_process(lake_root, tiny_market):
     features = lake.read("features")
     assert features.height == candles.height and {"rsi_14", "mom_5", "htf_1h_ret_1", "ref_ret_1"} <= set(features.columns)
     assert lake.read("labels").height == candles.height
+    assert lake.read("regimes").height == candles.height
+    assert lake.read_json("reports/regime_map.json")["scored_against_truth"]
     con = duckdb.connect(str(lake.catalog_path), read_only=True)
     assert con.execute("select count(*) from candles").fetchone()[0] == candles.height
     assert con.execute("select count(*), count(distinct version) from features").fetchone() == (candles.height, 1)
@@ -65,7 +67,8 @@ def test_rematerialising_is_byte_identical(lake_root, tiny_market):
 
     def digest():
         return {str(p.relative_to(lake.root)): hashlib.sha256(p.read_bytes()).hexdigest()
-                for t in ("candles", "candle_gaps", "synthetic_regimes", "features", "labels") for p in lake.files(t)}
+                for t in ("candles", "candle_gaps", "synthetic_regimes", "features", "labels", "regimes", "market_regimes")
+                for p in lake.files(t)}
 
     first = digest()
     one_day = {"dagster/asset_partition_range_start": "2024-01-02", "dagster/asset_partition_range_end": "2024-01-02"}
