@@ -27,6 +27,7 @@ ENGINE = "in-memory"  # polars 2's streaming engine is slower for window functio
 # Shared windowed nodes are already computed once (``batch``); polars' own common-subexpression pass
 # over hundreds of inlined expressions costs more than it saves (0.8 s of 2.3 s on 2.6M bars).
 OPTIMIZATIONS = pl.QueryOptFlags(comm_subexpr_elim=False)
+CHUNK_ROWS = 600_000  # rows of whole series computed together: bounds the intermediate columns' memory
 
 
 @dataclass(frozen=True)
@@ -93,33 +94,73 @@ def compute_features(
     *,
     timeframe_seconds: int,
     by: Sequence[str] = (),
+    chunk_rows: int = CHUNK_ROWS,
 ) -> pl.DataFrame:
-    """One row per candle: ``*by, symbol, timestamp, segment_id, warm`` and one column per feature."""
+    """One row per candle: ``*by, symbol, timestamp, segment_id, warm`` and one column per feature.
+
+    Series are computed ``chunk_rows`` rows at a time (whole series per chunk), which bounds the
+    memory of the many intermediate columns; chunking cannot change a value, since every
+    windowed node runs within its series and only the cross-sections look across series, after.
+    """
     by = list(by)
     series_keys = [*by, "symbol", "segment_id"]
     features = selection.features
-    bar_level = [f for f in features if not f.timeframe and not f.cross]
-    cross = [f for f in features if f.cross]
     needed = sorted(set().union(*(inputs(f.node) for f in features)) - {"timestamp"})
     frame = (
         candles.lazy()
         .select(*by, *KEY_COLUMNS, *needed)
         .sort([*by, "symbol", "timestamp"])
         .with_columns(pl.struct(series_keys).rle_id().set_sorted().alias(batch.GROUP))
+        .collect(engine=ENGINE)
     )
-    roots = {f.name: f.node for f in bar_level}
-    roots.update({_cross_source(f): f.node for f in cross})
-    frame = batch.evaluate(frame, roots)
-    for timeframe in sorted({f.timeframe for f in features if f.timeframe}, key=timeframe_to_seconds):
-        frame = _join_higher_timeframe(
-            frame, [f for f in features if f.timeframe == timeframe], timeframe, timeframe_seconds, by
-        )
-    frame = _cross_sections(frame, cross, by)
+    chunks = _series_chunks(frame, chunk_rows) or [frame]
+    del frame
+    parts = []
+    while chunks:  # each chunk's inputs are released as soon as its features exist
+        parts.append(_series_features(chunks.pop(0), selection, timeframe_seconds, by))
+    out = pl.concat(parts, how="vertical", rechunk=False)
+    del parts
+    cross = [f for f in features if f.cross]
     warmup = selection.warmup_bars(timeframe_seconds)
-    frame = frame.with_columns((pl.int_range(pl.len()).over(batch.GROUP) >= warmup).alias(WARM))
-    return frame.select(*by, *KEY_COLUMNS, WARM, *selection.names).collect(
-        engine=ENGINE, optimizations=OPTIMIZATIONS
+    result = (
+        _cross_sections(out.lazy(), cross, by)
+        .with_columns((pl.int_range(pl.len()).over(batch.GROUP) >= warmup).alias(WARM))
+        .select(*by, *KEY_COLUMNS, WARM, *selection.names)
     )
+    return result.collect(engine=ENGINE, optimizations=OPTIMIZATIONS)
+
+
+def _series_chunks(frame: pl.DataFrame, chunk_rows: int) -> list[pl.DataFrame]:
+    """Slices of about ``chunk_rows`` rows that never cut a series."""
+    if frame.height <= chunk_rows:
+        return [frame] if frame.height else []
+    ends = frame.select(pl.col(batch.GROUP).rle().struct.field("len").cum_sum()).to_series().to_list()
+    chunks, start, last = [], 0, 0
+    for end in ends:
+        if end - start > chunk_rows and last > start:
+            chunks.append(frame.slice(start, last - start))
+            start = last
+        last = end
+    chunks.append(frame.slice(start, frame.height - start))
+    return chunks
+
+
+def _series_features(
+    frame: pl.DataFrame, selection: FeatureSelection, timeframe_seconds: int, by: list[str]
+) -> pl.DataFrame:
+    """Bar-level and higher-timeframe features, and the per-series sources of the cross-sections."""
+    features = selection.features
+    keep = [*by, *KEY_COLUMNS, batch.GROUP, *(f.name for f in features if not f.cross),
+            *(_cross_source(f) for f in features if f.cross)]
+    roots = {f.name: f.node for f in features if not f.timeframe and not f.cross}
+    roots.update({_cross_source(f): f.node for f in features if f.cross})
+    # materialised once: the higher-timeframe passes below read it twice each (aggregate and join)
+    out = batch.evaluate(frame.lazy(), roots).collect(engine=ENGINE, optimizations=OPTIMIZATIONS)
+    for timeframe in sorted({f.timeframe for f in features if f.timeframe}, key=timeframe_to_seconds):
+        out = _join_higher_timeframe(
+            out.lazy(), [f for f in features if f.timeframe == timeframe], timeframe, timeframe_seconds
+        ).collect(engine=ENGINE, optimizations=OPTIMIZATIONS)
+    return out.select(keep)
 
 
 def _cross_source(feature: Feature) -> str:
@@ -139,32 +180,34 @@ _AGGREGATE = {
 
 
 def _join_higher_timeframe(
-    frame: pl.LazyFrame, features: list[Feature], timeframe: str, base_seconds: int, by: list[str]
+    frame: pl.LazyFrame, features: list[Feature], timeframe: str, base_seconds: int
 ) -> pl.LazyFrame:
-    keys = [*by, "symbol", "segment_id"]
-    every = f"{timeframe_to_seconds(timeframe)}s"
+    """Higher bars per series, their features, joined back from the last higher bar closed by each bar.
+
+    Buckets are epoch-aligned integer indices (``timestamp // span``), the same arithmetic the live
+    path uses; the series key is the base frame's, so a higher bar never mixes segments.
+    """
+    span_us = timeframe_to_seconds(timeframe) * 1_000_000
+    base_us = base_seconds * 1_000_000
     needed = sorted(set().union(*(inputs(f.node) for f in features)) - {"timestamp"})
     unknown = [c for c in needed if c not in _AGGREGATE]
     if unknown:
         raise ValueError(f"higher-timeframe features cannot aggregate {unknown}")
+    epoch = pl.col("timestamp").dt.epoch("us")
     higher = (
-        frame.select(*keys, "timestamp", *needed)
-        .with_columns(pl.col("timestamp").dt.truncate(every).alias("__bucket"))
-        .group_by([*keys, "__bucket"], maintain_order=True)
+        frame.select(batch.GROUP, "timestamp", *needed)
+        .with_columns((epoch // span_us).alias("__bucket"))
+        .group_by([batch.GROUP, "__bucket"], maintain_order=True)
         .agg(_AGGREGATE[c] for c in needed)
-        # segment_id is a sort key: segments that share a bucket (a break inside an hour) would tie,
-        # and polars' unstable sort could interleave them and split a series (look-ahead tests)
-        .sort([*by, "symbol", "segment_id", "__bucket"])
-        .with_columns(pl.struct(keys).rle_id().set_sorted().alias(batch.GROUP))
+        .sort([batch.GROUP, "__bucket"])
+        .with_columns(pl.col(batch.GROUP).set_sorted())
     )
     higher = batch.evaluate(higher, {f.name: f.node for f in features}).select(
-        *keys, "__bucket", *(f.name for f in features)
+        batch.GROUP, "__bucket", *(f.name for f in features)
     )
     # the last higher bar closed by this bar's close: [b, b + T) with b + T <= close
-    step = pl.duration(seconds=base_seconds)
-    span = pl.duration(seconds=timeframe_to_seconds(timeframe))
-    frame = frame.with_columns(((pl.col("timestamp") + step).dt.truncate(every) - span).alias("__bucket"))
-    return frame.join(higher, on=[*keys, "__bucket"], how="left", maintain_order="left").drop("__bucket")
+    frame = frame.with_columns(((epoch + base_us) // span_us - 1).alias("__bucket"))
+    return frame.join(higher, on=[batch.GROUP, "__bucket"], how="left", maintain_order="left").drop("__bucket")
 
 
 def _cross_sections(frame: pl.LazyFrame, cross: list[Feature], by: list[str]) -> pl.LazyFrame:
