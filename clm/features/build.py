@@ -123,7 +123,8 @@ def compute_features(
     cross = [f for f in features if f.cross]
     warmup = selection.warmup_bars(timeframe_seconds)
     result = (
-        _cross_sections(out.lazy(), cross, by)
+        _cross_sections(out, cross, by)
+        .lazy()
         .with_columns((pl.int_range(pl.len()).over(batch.GROUP) >= warmup).alias(WARM))
         .select(*by, *KEY_COLUMNS, WARM, *selection.names)
     )
@@ -210,10 +211,13 @@ def _join_higher_timeframe(
     return frame.join(higher, on=[batch.GROUP, "__bucket"], how="left", maintain_order="left").drop("__bucket")
 
 
-def _cross_sections(frame: pl.LazyFrame, cross: list[Feature], by: list[str]) -> pl.LazyFrame:
+def _cross_sections(frame: pl.DataFrame, cross: list[Feature], by: list[str]) -> pl.DataFrame:
+    """Cross-asset columns, computed on a narrow frame (keys and sources) and added in row order."""
     if not cross:
         return frame
     at = [*by, "timestamp"]
+    sources = sorted({_cross_source(f) for f in cross})
+    narrow = frame.lazy().select(*at, "symbol", *sources)
     exprs = []
     for f in cross:
         source = pl.col(_cross_source(f))
@@ -221,15 +225,18 @@ def _cross_sections(frame: pl.LazyFrame, cross: list[Feature], by: list[str]) ->
             exprs.append(source.mean().over(at).alias(f.name))
         elif f.cross == "relative":
             exprs.append((source - source.mean().over(at)).alias(f.name))
-    frame = frame.with_columns(exprs) if exprs else frame
+    narrow = narrow.with_columns(exprs) if exprs else narrow
     for f in cross:
         if f.cross != "reference":
             continue
-        reference = frame.filter(pl.col("symbol") == f.reference_symbol).select(
-            *at, pl.col(_cross_source(f)).alias(f.name)
+        reference = (
+            frame.lazy()
+            .filter(pl.col("symbol") == f.reference_symbol)
+            .select(*at, pl.col(_cross_source(f)).alias(f.name))
         )
-        frame = frame.join(reference, on=at, how="left", maintain_order="left")
-    return frame.drop([_cross_source(f) for f in cross])
+        narrow = narrow.join(reference, on=at, how="left", maintain_order="left")
+    added = narrow.select(f.name for f in cross).collect(engine=ENGINE, optimizations=OPTIMIZATIONS)
+    return frame.drop(sources).hstack(added)
 
 
 def drop_warmup(features: pl.DataFrame | pl.LazyFrame) -> pl.LazyFrame:
