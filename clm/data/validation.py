@@ -43,6 +43,7 @@ from typing import Literal
 import polars as pl
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from clm.checks import ENGINE
 from clm.data.schema import (
     CANDLE_SCHEMA,
     GAP_SCHEMA,
@@ -60,9 +61,6 @@ CALENDAR_SCHEMA: dict[str, pl.DataType] = {
     "timeframe_seconds": pl.Int64(),
 }
 
-# the in-memory engine is 2-3x faster than the (default) streaming engine for the window functions
-# (rolling medians, cum_max/cum_sum .over) this module is made of
-ENGINE = "in-memory"
 US = 1_000_000
 DAY_US = 86_400 * US
 WEEK_US = 7 * DAY_US

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import polars as pl
 
+from clm.checks import ENGINE
 from clm.features import batch
 from clm.features.context import context_features, resolve_reference
 from clm.features.core31 import core31_features
@@ -23,7 +24,6 @@ from clm.features.ta import ta_features
 FEATURE_SETS = ("core31", "ta", "context")
 KEY_COLUMNS = ("symbol", "timestamp", "segment_id")
 WARM = "warm"
-ENGINE = "in-memory"  # polars 2's streaming engine is slower for window functions (field notes)
 # Shared windowed nodes are already computed once (``batch``); polars' own common-subexpression pass
 # over hundreds of inlined expressions costs more than it saves (0.8 s of 2.3 s on 2.6M bars).
 OPTIMIZATIONS = pl.QueryOptFlags(comm_subexpr_elim=False)

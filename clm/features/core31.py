@@ -43,7 +43,15 @@ import math
 
 from clm.features.expr import Node, col, safe_div, time_of, where
 from clm.features.registry import Feature
-from clm.features.ta import adx, atr, bollinger, directional_indicators, macd, rsi, true_range
+from clm.features.ta import (
+    adx,
+    atr,
+    bollinger,
+    directional_indicators,
+    macd,
+    rsi,
+    true_range,
+)
 
 close, high, low, volume = col("close"), col("high"), col("low"), col("volume")
 

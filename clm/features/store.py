@@ -19,7 +19,12 @@ from typing import Any
 
 import polars as pl
 
-from clm.features.build import FeatureConfig, compute_features, infer_timeframe_seconds, select_features
+from clm.features.build import (
+    FeatureConfig,
+    compute_features,
+    infer_timeframe_seconds,
+    select_features,
+)
 from clm.features.registry import ENGINE_VERSION, FeatureSelection
 from clm.lake import Lake
 

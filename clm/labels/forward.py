@@ -49,19 +49,11 @@ from typing import Literal
 
 import polars as pl
 
-ENGINE = "in-memory"  # window / over work is 2-3x faster in-memory than streaming (field notes)
+from clm.checks import ENGINE, is_finite_number, is_int
 
 NULL_REASONS = ("segment_break", "filled_bar", "end_of_data")
 DIRECTION_UNITS = ("bps", "atr")
 BPS = 1e-4
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_finite_number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 @dataclass(frozen=True)
@@ -86,13 +78,13 @@ class LabelConfig:
         if not horizons:
             raise ValueError("horizons must name at least one horizon")
         for h in horizons:
-            if not _is_int(h) or h < 1:
+            if not is_int(h) or h < 1:
                 raise ValueError(f"horizons must be ints >= 1 (bars), got {h!r}")
         if len(set(horizons)) != len(horizons):
             raise ValueError(f"horizons must be unique, got {horizons!r}")
-        if not _is_int(self.latency_bars) or self.latency_bars < 0:
+        if not is_int(self.latency_bars) or self.latency_bars < 0:
             raise ValueError(f"latency_bars must be an int >= 0, got {self.latency_bars!r}")
-        if not _is_finite_number(self.direction_threshold) or self.direction_threshold < 0:
+        if not is_finite_number(self.direction_threshold) or self.direction_threshold < 0:
             raise ValueError(
                 "direction_threshold must be a finite number >= 0, "
                 f"got {self.direction_threshold!r}"
@@ -105,7 +97,7 @@ class LabelConfig:
             raise ValueError(f"triple_barrier must be a bool, got {self.triple_barrier!r}")
         for name in ("take_profit_atr", "stop_loss_atr"):
             value = getattr(self, name)
-            if not _is_finite_number(value) or value <= 0:
+            if not is_finite_number(value) or value <= 0:
                 raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
 
     @property
@@ -165,7 +157,7 @@ def _prepare(
             f"{why} needs an 'atr_14' column in the input frame "
             "(ATR at row t, provided by the caller)"
         )
-    if timeframe_seconds is not None and (not _is_int(timeframe_seconds) or timeframe_seconds <= 0):
+    if timeframe_seconds is not None and (not is_int(timeframe_seconds) or timeframe_seconds <= 0):
         raise ValueError(f"timeframe_seconds must be an int > 0 or None, got {timeframe_seconds!r}")
     if "segment_id" not in names and timeframe_seconds is None:
         raise ValueError(

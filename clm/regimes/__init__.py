@@ -4,7 +4,13 @@ See ``docs/regimes.md`` for the method, the cut-offs and the signal file schema.
 """
 
 from clm.regimes.classify import OUTPUT_COLUMNS, classify_regimes, warmup_bars
-from clm.regimes.config import CLASSES, LIQUIDITY_LEVELS, TREND_DIRECTIONS, VOLATILITY_LEVELS, RegimeConfig
+from clm.regimes.config import (
+    CLASSES,
+    LIQUIDITY_LEVELS,
+    TREND_DIRECTIONS,
+    VOLATILITY_LEVELS,
+    RegimeConfig,
+)
 from clm.regimes.market import (
     MARKET_COLUMNS,
     market_regime,
@@ -14,7 +20,12 @@ from clm.regimes.market import (
     signal_name,
     write_regime_signals,
 )
-from clm.regimes.score import RegimeScore, regime_plot, regime_report_markdown, score_regimes
+from clm.regimes.score import (
+    RegimeScore,
+    regime_plot,
+    regime_report_markdown,
+    score_regimes,
+)
 
 __all__ = [
     "CLASSES",

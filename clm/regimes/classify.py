@@ -23,10 +23,15 @@ import math
 
 import polars as pl
 
-from clm.features import FeatureConfig, compute_features, infer_timeframe_seconds, select_features
+from clm.checks import ENGINE
+from clm.features import (
+    FeatureConfig,
+    compute_features,
+    infer_timeframe_seconds,
+    select_features,
+)
 from clm.regimes.config import RegimeConfig
 
-ENGINE = "in-memory"
 SERIES = ["symbol", "segment_id"]
 FEATURE_INPUTS = ("adx_14", "mom_50")  # from clm.features (ta / core31 sets)
 REQUIRED_CANDLE_COLUMNS = ("symbol", "timestamp", "segment_id", "high", "low", "close", "volume")

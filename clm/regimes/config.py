@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
+
+from clm.checks import is_finite_number, is_int
 
 # The seed taxonomy the classifier emits (the synthetic truth's trend_up / trend_down are "trend").
 CLASSES = ("trend", "range", "panic", "illiquid")
@@ -13,19 +14,11 @@ LIQUIDITY_LEVELS = ("LOW", "MEDIUM", "HIGH")
 TREND_DIRECTIONS = ("up", "down")
 
 
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
 def _quantiles(name: str, value: object, count: int) -> tuple[float, ...]:
     if not isinstance(value, (tuple, list)) or len(value) != count:
         raise ValueError(f"{name} must be a tuple of {count} quantiles, got {value!r}")
     qs = tuple(value)
-    if not all(_is_number(q) and 0.0 < q < 1.0 for q in qs):
+    if not all(is_finite_number(q) and 0.0 < q < 1.0 for q in qs):
         raise ValueError(f"{name} must hold quantiles strictly between 0 and 1, got {qs!r}")
     if any(b <= a for a, b in zip(qs, qs[1:], strict=False)):
         raise ValueError(f"{name} must be strictly increasing, got {qs!r}")
@@ -71,16 +64,16 @@ class RegimeConfig:
     def __post_init__(self) -> None:
         for name in ("smooth_bars", "hysteresis_bars", "min_symbols"):
             value = getattr(self, name)
-            if not _is_int(value) or value < 1:
+            if not is_int(value) or value < 1:
                 raise ValueError(f"{name} must be an int >= 1, got {value!r}")
         bucket = self.seasonal_bucket_minutes
-        if not _is_int(bucket) or bucket < 0 or bucket > 1440 or (bucket and 1440 % bucket):
+        if not is_int(bucket) or bucket < 0 or bucket > 1440 or (bucket and 1440 % bucket):
             raise ValueError(
                 f"seasonal_bucket_minutes must be 0 (off) or an int that divides 1440, got {bucket!r}"
             )
         for name in ("baseline_days", "min_history_days", "level_days"):
             value = getattr(self, name)
-            if not _is_number(value) or value <= 0:
+            if not is_finite_number(value) or value <= 0:
                 raise ValueError(f"{name} must be a finite number > 0 (days), got {value!r}")
         if self.min_history_days > self.baseline_days:
             raise ValueError(
@@ -91,7 +84,7 @@ class RegimeConfig:
                 f"min_history_days ({self.min_history_days}) must not exceed level_days ({self.level_days})"
             )
         for name in ("panic_vol_z", "panic_volume_z", "illiquid_z", "trend_z"):
-            if not _is_number(getattr(self, name)):
+            if not is_finite_number(getattr(self, name)):
                 raise ValueError(f"{name} must be a finite number, got {getattr(self, name)!r}")
         if self.panic_vol_z <= 0:
             raise ValueError(f"panic_vol_z must be > 0 (above the usual volatility), got {self.panic_vol_z!r}")
@@ -101,14 +94,14 @@ class RegimeConfig:
         if (
             not isinstance(weights, (tuple, list))
             or len(weights) != 3
-            or not all(_is_number(w) and w >= 0 for w in weights)
+            or not all(is_finite_number(w) and w >= 0 for w in weights)
             or not any(weights)
         ):
             raise ValueError(f"trend_weights must be 3 finite numbers >= 0, not all 0, got {weights!r}")
         object.__setattr__(self, "trend_weights", tuple(float(w) for w in weights))
         for name in ("adx_pivot", "confidence_scale"):
             value = getattr(self, name)
-            if not _is_number(value) or value <= 0:
+            if not is_finite_number(value) or value <= 0:
                 raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
         object.__setattr__(
             self, "volatility_quantiles", _quantiles("volatility_quantiles", self.volatility_quantiles, 3)
@@ -116,7 +109,7 @@ class RegimeConfig:
         object.__setattr__(
             self, "liquidity_quantiles", _quantiles("liquidity_quantiles", self.liquidity_quantiles, 2)
         )
-        if not _is_number(self.majority_share) or not 0.0 < self.majority_share <= 1.0:
+        if not is_finite_number(self.majority_share) or not 0.0 < self.majority_share <= 1.0:
             raise ValueError(f"majority_share must be in (0, 1], got {self.majority_share!r}")
         overrides = self.hysteresis_overrides
         if isinstance(overrides, Mapping):
@@ -132,7 +125,7 @@ class RegimeConfig:
                 raise ValueError(f"hysteresis_overrides: unknown regime {regime!r}; known: {', '.join(CLASSES)}")
             if regime in pairs:
                 raise ValueError(f"hysteresis_overrides: regime {regime!r} listed twice")
-            if not _is_int(bars) or bars < 1:
+            if not is_int(bars) or bars < 1:
                 raise ValueError(f"hysteresis_overrides[{regime!r}] must be an int >= 1, got {bars!r}")
             pairs[regime] = bars
         object.__setattr__(self, "hysteresis_overrides", tuple(sorted(pairs.items())))
@@ -145,7 +138,7 @@ class RegimeConfig:
         confirm a panic and 30 minutes an illiquid market. On 1h bars that becomes 3 bars of smoothing
         (the minimum), 2 of hysteresis and 1 for panic / illiquid. ``overrides`` win over the scaling.
         """
-        if not _is_int(timeframe_seconds) or timeframe_seconds <= 0:
+        if not is_int(timeframe_seconds) or timeframe_seconds <= 0:
             raise ValueError(f"timeframe_seconds must be an int > 0, got {timeframe_seconds!r}")
 
         def bars(seconds: int, least: int) -> int:

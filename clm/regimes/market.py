@@ -20,10 +20,10 @@ from typing import Any
 
 import polars as pl
 
+from clm.checks import ENGINE
 from clm.lake import fsync_write
 from clm.regimes.config import CLASSES, RegimeConfig
 
-ENGINE = "in-memory"
 SIGNAL_PREFIX = "regime_"
 SIGNAL_KEYS = ("at", "confidence", "from", "symbols", "to")
 # Tie-break of the vote: the riskier regime wins a tie.

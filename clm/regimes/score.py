@@ -9,10 +9,10 @@ from typing import Any
 
 import polars as pl
 
+from clm.checks import ENGINE
 from clm.markdown import markdown_table
 from clm.regimes.config import CLASSES
 
-ENGINE = "in-memory"
 # The truth's five regimes in the seed taxonomy's four classes.
 TRUTH_MAP = {
     "trend_up": "trend",

@@ -21,7 +21,12 @@ from clm.lake import Lake
 from clm.regimes.classify import classify_regimes
 from clm.regimes.config import RegimeConfig
 from clm.regimes.market import market_regime, regime_changes, write_regime_signals
-from clm.regimes.score import RegimeScore, regime_plot, regime_report_markdown, score_regimes
+from clm.regimes.score import (
+    RegimeScore,
+    regime_plot,
+    regime_report_markdown,
+    score_regimes,
+)
 
 REGIMES = "regimes"
 MARKET_REGIMES = "market_regimes"
