@@ -1,6 +1,8 @@
 """Feature store and labels: daily partitions computed from candles with their look-back/ahead."""
 
 
+import base64
+
 import dagster as dg
 import polars as pl
 from pydantic import Field
@@ -9,6 +11,7 @@ from assets.partitions import daily_partitions
 from clm.data import ingest
 from clm.features import FeatureConfig
 from clm.features.build import FEATURE_SETS, WARM
+from clm.features.plots import feature_overview_plot
 from clm.features.store import FEATURES, default_lookback_days, materialise_features
 from clm.labels import LabelConfig, label_summary
 from clm.labels.store import LABELS, lookahead_days, materialise_labels
@@ -95,6 +98,7 @@ def features(context: dg.AssetExecutionContext, config: FeatureStoreConfig, lake
         .collect()
     )
     bad_counts = {c: int(bad[c][0]) for c in plain if bad.height and bad[c][0]}
+    plot = feature_overview_plot(written.filter(pl.col("date") == days[-1]).collect(), selection.names)
     yield dg.MaterializeResult(
         metadata={
             "version": result.version,
@@ -109,6 +113,9 @@ def features(context: dg.AssetExecutionContext, config: FeatureStoreConfig, lake
                 selection.describe(result.timeframe_seconds),
                 ["name", "category", "warmup_bars", "timeframe", "cross", "formula", "hash"],
             )),
+            "overview": dg.MetadataValue.md(
+                f"![features on {days[-1]}](data:image/png;base64,{base64.b64encode(plot).decode()})"
+            ),
             "path": dg.MetadataValue.path(result.path),
             "dagster/row_count": dg.MetadataValue.int(result.rows),
         }

@@ -126,3 +126,11 @@ def test_labels_without_atr_fail_with_a_clear_message(tmp_path):
         materialise_labels(lake, [dt.date(2024, 1, 1)], LabelConfig())
     out = materialise_labels(lake, [dt.date(2024, 1, 1)], LabelConfig(triple_barrier=False))
     assert out.rows == 2 * 288
+
+
+def test_overview_plot_is_a_png(market_lake):
+    from clm.features.plots import feature_overview_plot
+
+    result = materialise_features(market_lake, DAYS[-1:], FeatureConfig())
+    frame = market_lake.read(FEATURES, date=[DAYS[-1]])
+    assert feature_overview_plot(frame, result.selection.names)[:8] == b"\x89PNG\r\n\x1a\n"
