@@ -234,9 +234,12 @@ def minimum(a: Any, b: Any) -> Node:
 
 
 def safe_div(numerator: Any, denominator: Any, default: float = 0.0) -> Node:
-    """numerator / denominator, or ``default`` where the denominator is 0 (no inf or NaN leaks)."""
+    """numerator / denominator, or ``default`` where the denominator is 0 (no inf or NaN leaks).
+
+    A missing denominator (warm-up) stays missing rather than taking the default.
+    """
     den = _lift(denominator)
-    return where((den > 0.0) | (den < 0.0), _lift(numerator) / den, default)
+    return where((den >= 0.0) & (den <= 0.0), default, _lift(numerator) / den)
 
 
 def _lift(value: Any) -> Node:
