@@ -96,3 +96,22 @@ def test_calendar_config_reaches_validation_and_bad_values_are_named(lake_root, 
     bad = {"ops": {"ingest_market_data": {"config": {"calendars": {"SYN000USD": "sometimes"}}}}}
     with pytest.raises(Exception, match=r"calendars[\s\S]*'auto', '24/7' or 'weekdays'"):
         _run(defs, run_config=bad)
+
+
+def test_feature_config_change_writes_a_second_version_and_bad_sets_are_named(lake_root, tiny_market):
+    from definitions import defs
+
+    assert _run(defs).success
+    lake = Lake(lake_root)
+    first = lake.current_version("features")
+    ta_only = {"ops": {"features": {"config": {"sets": ["ta"]}}}}
+    assert _run(defs, run_config=ta_only).success
+    assert lake.current_version("features") != first
+    assert set(lake.versions("features")) == {first, lake.current_version("features")}
+    assert "mom_5" not in lake.read("features").columns and lake.read("features", version=[first]).height > 0
+    bad = {"ops": {"features": {"config": {"sets": ["ta", "astrology"]}}}}
+    with pytest.raises(Exception, match=r"invalid feature config: .*unknown set.*astrology"):
+        _run(defs, run_config=bad)
+    bad_labels = {"ops": {"labels": {"config": {"horizons": [12, 0]}}}}
+    with pytest.raises(Exception, match=r"invalid label config: horizons"):
+        _run(defs, run_config=bad_labels)
