@@ -2,8 +2,8 @@
 
 from assets.catalog import lake_catalog
 from assets.features import features, labels
-from assets.regimes import detect_regimes, regime_map
 from assets.market_data import ingest_market_data
+from assets.regimes import detect_regimes, regime_map
 from assets.reports import data_integrity
 from assets.telemetry import feedback_events
 from assets.universe import universe

@@ -7,7 +7,7 @@ import dagster as dg
 import polars as pl
 from pydantic import Field
 
-from assets.partitions import daily_partitions
+from assets.partitions import daily_partitions, partition_days
 from clm.data import ingest
 from clm.features import FeatureConfig
 from clm.features.build import FEATURE_SETS, WARM
@@ -59,12 +59,6 @@ class LabelStoreConfig(dg.Config):
             raise dg.Failure(f"invalid label config: {exc}") from exc
 
 
-def _days(context: dg.AssetExecutionContext):
-    window = context.partition_time_window
-    start, end = window.start.date(), window.end.date()
-    return ingest.window_dates(start, end)
-
-
 @dg.asset(
     partitions_def=daily_partitions,
     backfill_policy=dg.BackfillPolicy.single_run(),
@@ -82,7 +76,7 @@ def features(context: dg.AssetExecutionContext, config: FeatureStoreConfig, lake
     Each day is computed from its own window (the day plus the warm-up look-back), so the result does
     not depend on the range a run covers.
     """
-    days = _days(context)
+    days = partition_days(context)
     context.log.info(f"features for {days[0]} .. {days[-1]} ({len(days)} days)")
     result = materialise_features(lake.lake, days, config.feature_config(), log=context.log.info)
     selection = result.selection
@@ -145,7 +139,7 @@ def features(context: dg.AssetExecutionContext, config: FeatureStoreConfig, lake
 def labels(context: dg.AssetExecutionContext, config: LabelStoreConfig, lake: LakeResource):
     """Forward returns after an execution latency, direction classes and triple-barrier outcomes,
     each with ``label_end`` for purging; labels/date=.../symbol=..."""
-    days = _days(context)
+    days = partition_days(context)
     label_config = config.label_config()
     result = materialise_labels(lake.lake, days, label_config, log=context.log.info)
     frame = result.labels()

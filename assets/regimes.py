@@ -6,11 +6,18 @@ import base64
 import dagster as dg
 from pydantic import Field
 
-from assets.partitions import daily_partitions
+from assets.partitions import daily_partitions, partition_days
 from clm.data import ingest
 from clm.regimes import RegimeConfig
 from clm.regimes import store as regime_store
-from clm.regimes.store import MARKET_REGIMES, REGIMES, REPORT_JSON, REPORT_PNG, lookback_days, materialise_regimes
+from clm.regimes.store import (
+    MARKET_REGIMES,
+    REGIMES,
+    REPORT_JSON,
+    REPORT_PNG,
+    lookback_days,
+    materialise_regimes,
+)
 from resources import LakeResource
 
 REGIME_LOOKBACK_DAYS = lookback_days(RegimeConfig())
@@ -53,8 +60,7 @@ class RegimeAssetConfig(dg.Config):
 )
 def detect_regimes(context: dg.AssetExecutionContext, config: RegimeAssetConfig, lake: LakeResource):
     """Each day from its own look-back window, so labels and signals do not depend on the run's range."""
-    window = context.partition_time_window
-    days = ingest.window_dates(window.start.date(), window.end.date())
+    days = partition_days(context)
     result = materialise_regimes(lake.lake, days, config.regime_config(), log=context.log.info)
     context.log.info(
         f"regimes: {result.rows:,} rows ({result.warm_rows:,} warm), {len(result.changes)} market changes, "

@@ -14,7 +14,6 @@ from clm.data.validation import CALENDAR_SCHEMA
 from resources import LakeResource
 
 
-
 @dg.asset(
     backfill_policy=dg.BackfillPolicy.single_run(),  # lets `dagster asset materialize --partition-range` include it
     deps=[ingest.CANDLES, ingest.GAPS, ingest.QUARANTINE, ingest.MISMATCHES, ingest.CALENDARS],

@@ -19,6 +19,7 @@ from typing import Any
 
 import polars as pl
 
+from clm.data.ingest import CANDLES
 from clm.features.build import (
     FeatureConfig,
     compute_features,
@@ -29,7 +30,6 @@ from clm.features.registry import ENGINE_VERSION, FeatureSelection
 from clm.lake import Lake
 
 FEATURES = "features"
-CANDLES = "candles"
 CHUNK_DAYS = 8  # windows computed per polars pass: bounds memory at (lookback + 1) x 8 days of bars
 DEFAULT_TIMEFRAME_SECONDS = 300
 _WINDOW = "__window"

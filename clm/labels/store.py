@@ -16,14 +16,13 @@ from dataclasses import dataclass, field
 
 import polars as pl
 
+from clm.data.ingest import CANDLES
 from clm.features.build import infer_timeframe_seconds
+from clm.features.store import FEATURES
 from clm.labels.forward import LabelConfig, build_labels
 from clm.lake import Lake
 
 LABELS = "labels"
-CANDLES = "candles"
-FEATURES = "features"
-DEFAULT_TIMEFRAME_SECONDS = 300
 
 
 def lookahead_days(config: LabelConfig, timeframe_seconds: int) -> int:

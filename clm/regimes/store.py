@@ -16,6 +16,8 @@ from typing import Any
 
 import polars as pl
 
+from clm.data.ingest import CANDLES
+from clm.data.ingest import REGIMES as TRUTH
 from clm.features.build import infer_timeframe_seconds
 from clm.lake import Lake
 from clm.regimes.classify import classify_regimes
@@ -30,8 +32,6 @@ from clm.regimes.score import (
 
 REGIMES = "regimes"
 MARKET_REGIMES = "market_regimes"
-TRUTH = "synthetic_regimes"
-CANDLES = "candles"
 REPORT_JSON = "reports/regime_map.json"
 REPORT_MD = "reports/regime_map.md"
 REPORT_PNG = "reports/regime_map.png"
