@@ -152,9 +152,9 @@ def _series_features(
     """Bar-level and higher-timeframe features, and the per-series sources of the cross-sections."""
     features = selection.features
     keep = [*by, *KEY_COLUMNS, batch.GROUP, *(f.name for f in features if not f.cross),
-            *(_cross_source(f) for f in features if f.cross)]
+            *(cross_source(f) for f in features if f.cross)]
     roots = {f.name: f.node for f in features if not f.timeframe and not f.cross}
-    roots.update({_cross_source(f): f.node for f in features if f.cross})
+    roots.update({cross_source(f): f.node for f in features if f.cross})
     # materialised once: the higher-timeframe passes below read it twice each (aggregate and join)
     out = batch.evaluate(frame.lazy(), roots).collect(engine=ENGINE, optimizations=OPTIMIZATIONS)
     for timeframe in sorted({f.timeframe for f in features if f.timeframe}, key=timeframe_to_seconds):
@@ -164,12 +164,13 @@ def _series_features(
     return out.select(keep)
 
 
-def _cross_source(feature: Feature) -> str:
+def cross_source(feature: Feature) -> str:
+    """The temporary column holding a cross-asset feature's per-symbol value."""
     return f"__cross_{feature.name}"
 
 
 # how a higher bar is made from base bars
-_AGGREGATE = {
+AGGREGATE = {
     "open": pl.col("open").first(),
     "high": pl.col("high").max(),
     "low": pl.col("low").min(),
@@ -191,7 +192,7 @@ def _join_higher_timeframe(
     span_us = timeframe_to_seconds(timeframe) * 1_000_000
     base_us = base_seconds * 1_000_000
     needed = sorted(set().union(*(inputs(f.node) for f in features)) - {"timestamp"})
-    unknown = [c for c in needed if c not in _AGGREGATE]
+    unknown = [c for c in needed if c not in AGGREGATE]
     if unknown:
         raise ValueError(f"higher-timeframe features cannot aggregate {unknown}")
     epoch = pl.col("timestamp").dt.epoch("us")
@@ -199,7 +200,7 @@ def _join_higher_timeframe(
         frame.select(batch.GROUP, "timestamp", *needed)
         .with_columns((epoch // span_us).alias("__bucket"))
         .group_by([batch.GROUP, "__bucket"], maintain_order=True)
-        .agg(_AGGREGATE[c] for c in needed)
+        .agg(AGGREGATE[c] for c in needed)
         .sort([batch.GROUP, "__bucket"])
         .with_columns(pl.col(batch.GROUP).set_sorted())
     )
@@ -216,11 +217,11 @@ def _cross_sections(frame: pl.DataFrame, cross: list[Feature], by: list[str]) ->
     if not cross:
         return frame
     at = [*by, "timestamp"]
-    sources = sorted({_cross_source(f) for f in cross})
+    sources = sorted({cross_source(f) for f in cross})
     narrow = frame.lazy().select(*at, "symbol", *sources)
     exprs = []
     for f in cross:
-        source = pl.col(_cross_source(f))
+        source = pl.col(cross_source(f))
         if f.cross == "mean":
             exprs.append(source.mean().over(at).alias(f.name))
         elif f.cross == "relative":
@@ -232,7 +233,7 @@ def _cross_sections(frame: pl.DataFrame, cross: list[Feature], by: list[str]) ->
         reference = (
             frame.lazy()
             .filter(pl.col("symbol") == f.reference_symbol)
-            .select(*at, pl.col(_cross_source(f)).alias(f.name))
+            .select(*at, pl.col(cross_source(f)).alias(f.name))
         )
         narrow = narrow.join(reference, on=at, how="left", maintain_order="left")
     added = narrow.select(f.name for f in cross).collect(engine=ENGINE, optimizations=OPTIMIZATIONS)

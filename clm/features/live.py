@@ -34,19 +34,13 @@ from collections.abc import Sequence
 import numpy as np
 import polars as pl
 
-from clm.features.build import KEY_COLUMNS, WARM
+from clm.features.build import AGGREGATE, KEY_COLUMNS, WARM, cross_source
 from clm.features.expr import inputs
 from clm.features.incremental import Stepper
 from clm.features.registry import Feature, FeatureSelection, timeframe_to_seconds
 
 _US = 1_000_000
 _NONE = np.iinfo(np.int64).min  # no bucket
-# the batch path's higher-bar aggregations (clm.features.build._AGGREGATE)
-_AGGREGATED = ("open", "high", "low", "close", "volume", "quote_volume", "spread_bps")
-
-
-def _source(feature: Feature) -> str:
-    return f"__cross_{feature.name}"
 
 
 class _HigherTimeframe:
@@ -58,7 +52,7 @@ class _HigherTimeframe:
         self.base = base_us
         self.names = [f.name for f in features]
         self.stepper = Stepper({f.name: f.node for f in features}, 0)
-        unknown = [c for c in self.stepper.columns if c not in _AGGREGATED]
+        unknown = [c for c in self.stepper.columns if c not in AGGREGATE]
         if unknown:
             raise ValueError(f"higher-timeframe features cannot aggregate {unknown}")
         self.needed = self.stepper.columns
@@ -166,7 +160,7 @@ class LiveFeatures:
         self._names = selection.names
         self._cross = [f for f in features if f.cross]
         roots = {f.name: f.node for f in features if not f.timeframe and not f.cross}
-        roots.update({_source(f): f.node for f in self._cross})
+        roots.update({cross_source(f): f.node for f in self._cross})
         self._bar = Stepper(roots, 0)
         timeframes = sorted({f.timeframe for f in features if f.timeframe}, key=timeframe_to_seconds)
         self._higher = [
@@ -314,7 +308,7 @@ class LiveFeatures:
                 values[name] = block[:, j]  # type: ignore[index]
         means: dict[str, float] = {}
         for f in self._cross:
-            source = np.asarray(bar[_source(f)], dtype=np.float64)
+            source = np.asarray(bar[cross_source(f)], dtype=np.float64)
             if f.cross == "reference":
                 slot = slot_of.get(f.reference_symbol or "")
                 row = np.flatnonzero(slots == slot) if slot is not None else ()
