@@ -1,0 +1,431 @@
+"""LightGBM engines: ``lightgbm_regressor`` (forward return) and ``lightgbm_classifier`` (direction).
+
+Decisions:
+
+* Classifier: ``objective="binary"`` (default) learns *up vs not-up*: label = ``target > 0``, so it
+  works on ``direction_{h}`` (-1/0/1) and on ``forward_return_{h}`` alike; ``predict`` returns
+  P(up). ``objective="multiclass"`` learns the three classes ``sign(target)`` in (-1, 0, 1);
+  ``predict`` still returns P(up) and ``predict_proba`` gives the (n, 3) matrix, columns -1, 0, 1
+  (binary: (n, 2), columns not-up, up).
+* Categorical features: any String/Categorical/Enum feature column (e.g. ``symbol``) is encoded
+  with a vocabulary of the sorted distinct training values, codes 1..k; code 0 is reserved for
+  unknown or null values (never seen in training, so LightGBM sends it down the "other" branch).
+  The vocabulary is saved in ``config.json``, so codes are stable across runs and machines.
+* Dataset: the polars frame is handed to ``lgb.Dataset`` directly (LightGBM 4.7 reads it through
+  Arrow, no numpy copy); labels go as a numpy vector. Rows whose target is null/NaN are dropped.
+  Nulls in features are missing values for LightGBM.
+* Determinism: ``deterministic=True``, ``force_row_wise=True``, a fixed ``seed`` and
+  ``num_threads`` make CPU retraining byte-identical; nothing time-dependent goes into the saved
+  files, so the manifest is identical too.
+* Early stopping on the validation frame; the kept model is cut to the best iteration, so the
+  in-memory model and the saved one are the same trees.
+* Artefacts: ``model.txt`` (LightGBM text format, never pickle), ``config.json`` and
+  ``manifest.json``; ``load`` verifies every sha256 first, then ``lgb.Booster(model_file=...)``.
+
+``lightgbm`` is imported inside functions only: Dagster steps must not pay for it at import time.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import polars as pl
+
+from clm.models.artifacts import (
+    ArtifactError,
+    ArtifactManifest,
+    json_safe,
+    read_json,
+    verify_manifest,
+    write_json,
+    write_bytes,
+    write_manifest,
+)
+from clm.models.base import EngineConfig, FitReport, LogFn, check_features, no_log, register_engine
+
+MODEL_FILE = "model.txt"
+CONFIG_FILE = "config.json"
+FORMAT_VERSION = 1
+UNKNOWN_CODE = 0
+OBJECTIVES = ("regression", "binary", "multiclass")
+METRICS = {"regression": "l2", "binary": "binary_logloss", "multiclass": "multi_logloss"}
+MULTICLASS_LABELS = (-1, 0, 1)
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+
+
+def _is_num(v: Any) -> bool:
+    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool) and np.isfinite(v)
+
+
+@dataclass(frozen=True)
+class LightGBMConfig(EngineConfig):
+    """LightGBM options; every value is checked and a bad one raises ``ValueError`` naming it."""
+
+    objective: str = "regression"
+    num_leaves: int = 31
+    learning_rate: float = 0.05
+    n_estimators: int = 500
+    early_stopping_rounds: int | None = 50  # None: no early stopping
+    max_bin: int = 63
+    min_data_in_leaf: int = 20
+    feature_fraction: float = 1.0
+    bagging_fraction: float = 1.0  # bagging is off unless < 1 and bagging_freq > 0
+    bagging_freq: int = 0
+    lambda_l2: float = 0.0
+    num_threads: int = 2
+    seed: int = 0
+    deterministic: bool = True
+    force_row_wise: bool = True
+    log_every: int = 50  # log training progress every N rounds
+
+    def __post_init__(self) -> None:
+        def need_int(name: str, low: int, high: int) -> None:
+            v = getattr(self, name)
+            if not _is_int(v) or not low <= v <= high:
+                raise ValueError(f"lightgbm config: {name} must be an int in [{low}, {high}], got {v!r}")
+
+        def need_num(name: str, low: float, high: float, low_open: bool = False) -> None:
+            v = getattr(self, name)
+            ok = _is_num(v) and (low < v if low_open else low <= v) and v <= high
+            if not ok:
+                bracket = "(" if low_open else "["
+                raise ValueError(
+                    f"lightgbm config: {name} must be a number in {bracket}{low}, {high}], got {v!r}"
+                )
+
+        if self.objective not in OBJECTIVES:
+            raise ValueError(
+                f"lightgbm config: objective must be one of {OBJECTIVES}, got {self.objective!r}"
+            )
+        need_int("num_leaves", 2, 1024)
+        need_num("learning_rate", 1e-4, 1.0)
+        need_int("n_estimators", 1, 10_000)
+        if self.early_stopping_rounds is not None:
+            need_int("early_stopping_rounds", 1, 10_000)
+        need_int("max_bin", 2, 1023)
+        need_int("min_data_in_leaf", 1, 1_000_000)
+        need_num("feature_fraction", 0.0, 1.0, low_open=True)
+        need_num("bagging_fraction", 0.0, 1.0, low_open=True)
+        need_int("bagging_freq", 0, 10_000)
+        need_num("lambda_l2", 0.0, 1e6)
+        need_int("num_threads", 1, 256)
+        need_int("seed", 0, 2**31 - 1)
+        need_int("log_every", 1, 1_000_000)
+        for name in ("deterministic", "force_row_wise"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"lightgbm config: {name} must be a bool, got {getattr(self, name)!r}")
+
+    def params(self) -> dict[str, Any]:
+        """The LightGBM parameter dict (training and Dataset)."""
+        params: dict[str, Any] = {
+            "objective": self.objective,
+            "metric": METRICS[self.objective],
+            "num_leaves": self.num_leaves,
+            "learning_rate": self.learning_rate,
+            "max_bin": self.max_bin,
+            "min_data_in_leaf": self.min_data_in_leaf,
+            "feature_fraction": self.feature_fraction,
+            "lambda_l2": self.lambda_l2,
+            "num_threads": self.num_threads,
+            "seed": self.seed,
+            "deterministic": self.deterministic,
+            "force_row_wise": self.force_row_wise,
+            "verbosity": -1,
+        }
+        if self.bagging_freq > 0 and self.bagging_fraction < 1.0:
+            params.update(bagging_fraction=self.bagging_fraction, bagging_freq=self.bagging_freq)
+        if self.objective == "multiclass":
+            params["num_class"] = len(MULTICLASS_LABELS)
+        return params
+
+
+@dataclass(frozen=True)
+class LightGBMClassifierConfig(LightGBMConfig):
+    objective: str = "binary"
+
+
+def _is_categorical(dtype: pl.DataType) -> bool:
+    return isinstance(dtype, (pl.String, pl.Categorical, pl.Enum))
+
+
+class _LightGBMEngine:
+    """Shared body of the two registered engines (see the module doc)."""
+
+    name: ClassVar[str]
+    task: ClassVar[str]
+    config_class: ClassVar[type[LightGBMConfig]] = LightGBMConfig
+    objectives: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, config: LightGBMConfig | None = None):
+        config = config if config is not None else self.config_class()
+        if not isinstance(config, LightGBMConfig):
+            raise ValueError(f"{self.name} takes a LightGBMConfig, got {type(config).__name__}")
+        if config.objective not in self.objectives:
+            raise ValueError(
+                f"{self.name}: objective must be one of {self.objectives}, got {config.objective!r}"
+            )
+        self.config = config
+        self.features: list[str] = []
+        self.target: str | None = None
+        self.categorical: dict[str, list[str]] = {}  # column -> sorted vocabulary (code = index + 1)
+        self.scaler: dict | None = None
+        self.feature_version: str | None = None
+        self.report: FitReport | None = None
+        self.fit_summary: dict[str, Any] = {}
+        self._booster: Any = None
+
+    # ---------------------------------------------------------------- data preparation
+    def _encode(self, frame: pl.DataFrame) -> pl.DataFrame:
+        """Feature columns only, in order: categoricals -> Int32 codes, booleans -> Int8."""
+        if self.scaler is not None:
+            from clm.features.normalise import FeatureScaler
+
+            frame = FeatureScaler.from_dict(self.scaler).transform(frame)
+        exprs = []
+        schema = frame.schema
+        for name in self.features:
+            if name in self.categorical:
+                vocab = self.categorical[name]
+                keys = pl.Series(vocab, dtype=pl.String)
+                codes = pl.Series(np.arange(1, len(vocab) + 1, dtype=np.int32))
+                exprs.append(
+                    pl.col(name)
+                    .cast(pl.String)
+                    .replace_strict(keys, codes, default=UNKNOWN_CODE, return_dtype=pl.Int32)
+                    .alias(name)
+                )
+            elif schema[name] == pl.Boolean:
+                exprs.append(pl.col(name).cast(pl.Int8))
+            elif schema[name].is_numeric():
+                exprs.append(pl.col(name))
+            else:
+                raise ValueError(f"feature {name!r} has unsupported dtype {schema[name]}")
+        return frame.select(exprs)
+
+    def _labels(self, values: pl.Series) -> np.ndarray:
+        y = values.cast(pl.Float64).to_numpy()
+        objective = self.config.objective
+        if objective == "regression":
+            return y
+        if objective == "binary":
+            return (y > 0).astype(np.float64)
+        return np.sign(y) + 1.0  # -1, 0, 1 -> classes 0, 1, 2
+
+    def _clean(self, frame: pl.DataFrame, target: str, what: str, log: LogFn) -> pl.DataFrame:
+        t = pl.col(target).cast(pl.Float64)
+        kept = frame.filter(t.is_not_null() & t.is_finite())
+        dropped = frame.height - kept.height
+        if dropped:
+            log(f"[{self.name}] {what}: dropped {dropped} rows without a finite {target!r}")
+        if kept.height == 0:
+            raise ValueError(f"{what} has no rows with a finite {target!r}")
+        return kept
+
+    # ---------------------------------------------------------------- Engine API
+    def fit(
+        self,
+        train: pl.DataFrame,
+        validation: pl.DataFrame,
+        *,
+        features: list[str],
+        target: str,
+        log: LogFn = no_log,
+        feature_version: str | None = None,
+        scaler: Any = None,
+    ) -> FitReport:
+        """Train with early stopping on ``validation``; ``scaler`` (a ``FeatureScaler`` or its
+        dict) is applied to every frame first and saved with the model (trees do not need one)."""
+        features = check_features(train, features, target, what="train frame")
+        check_features(validation, features, target, what="validation frame")
+        import lightgbm as lgb
+
+        start = time.perf_counter()
+        cfg = self.config
+        self.features, self.target, self.feature_version = list(features), target, feature_version
+        self.scaler = scaler.to_dict() if hasattr(scaler, "to_dict") else scaler
+        train = self._clean(train, target, "train frame", log)
+        validation = self._clean(validation, target, "validation frame", log)
+        self.categorical = {
+            name: sorted(train.get_column(name).cast(pl.String).drop_nulls().unique().to_list())
+            for name in features
+            if _is_categorical(train.schema[name])
+        }
+        params = cfg.params()
+        y_train, y_valid = self._labels(train[target]), self._labels(validation[target])
+        train_set = lgb.Dataset(
+            self._encode(train), label=y_train, feature_name=features,
+            categorical_feature=sorted(self.categorical) or "auto", params=params,
+        )
+        valid_set = lgb.Dataset(self._encode(validation), label=y_valid, reference=train_set)
+
+        history: dict[str, dict[str, list[float]]] = {}
+        metric = METRICS[cfg.objective]
+
+        def progress(env: Any) -> None:
+            it = env.iteration + 1
+            if it % cfg.log_every == 0 or it == env.end_iteration:
+                parts = ", ".join(f"{d} {m} {v:.6g}" for d, m, v, *_ in env.evaluation_result_list)
+                log(f"[{self.name}] round {it}/{env.end_iteration}: {parts}")
+
+        callbacks = [lgb.record_evaluation(history), progress]
+        if cfg.early_stopping_rounds is not None:
+            callbacks.append(
+                lgb.early_stopping(cfg.early_stopping_rounds, first_metric_only=True, verbose=False)
+            )
+        log(
+            f"[{self.name}] training on {train.height} rows x {len(features)} features "
+            f"(validation {validation.height} rows, objective {cfg.objective})"
+        )
+        booster = lgb.train(
+            params, train_set, num_boost_round=cfg.n_estimators,
+            valid_sets=[train_set, valid_set], valid_names=["train", "validation"],
+            callbacks=callbacks,
+        )
+        rounds = booster.current_iteration()
+        best = booster.best_iteration if booster.best_iteration > 0 else rounds
+        # Cut to the best iteration and re-parse: memory and disk hold the very same model.
+        self._booster = lgb.Booster(model_str=booster.model_to_string(num_iteration=best))
+        self._booster.params["num_threads"] = cfg.num_threads
+        train_loss = [float(v) for v in history.get("train", {}).get(metric, [])]
+        valid_loss = [float(v) for v in history.get("validation", {}).get(metric, [])]
+        seconds = time.perf_counter() - start
+        self.report = FitReport(
+            engine=self.name, best_iteration=best, metric=metric, train_loss=train_loss,
+            validation_loss=valid_loss, seconds=seconds, train_rows=train.height,
+            validation_rows=validation.height, stopped_early=best < rounds,
+        )
+        self.fit_summary = {
+            "best_iteration": best,
+            "rounds": rounds,
+            "metric": metric,
+            "best_validation_loss": valid_loss[best - 1] if valid_loss else None,
+            "train_loss_at_best": train_loss[best - 1] if train_loss else None,
+            "train_rows": train.height,
+            "validation_rows": validation.height,
+        }
+        log(
+            f"[{self.name}] done in {seconds:.1f}s: best round {best} of {rounds}, "
+            f"validation {metric} {self.fit_summary['best_validation_loss']}"
+        )
+        return self.report
+
+    def _require_fitted(self) -> Any:
+        if self._booster is None:
+            raise RuntimeError(f"{self.name} is not fitted (call fit or load first)")
+        return self._booster
+
+    def predict_raw(self, frame: pl.DataFrame) -> np.ndarray:
+        booster = self._require_fitted()
+        check_features(frame, self.features, what="prediction frame")
+        if frame.height == 0:
+            width = len(MULTICLASS_LABELS) if self.config.objective == "multiclass" else None
+            return np.empty((0, width) if width else (0,), dtype=np.float64)
+        out = booster.predict(self._encode(frame), num_threads=self.config.num_threads)
+        return np.asarray(out, dtype=np.float64)
+
+    def predict(self, frame: pl.DataFrame) -> np.ndarray:
+        """Regression: predicted target. Classification: P(up), shape (n,)."""
+        out = self.predict_raw(frame)
+        if self.config.objective == "multiclass":
+            return out[:, MULTICLASS_LABELS.index(1)]
+        return out
+
+    def feature_importance(self, kind: str = "gain") -> dict[str, float]:
+        booster = self._require_fitted()
+        values = booster.feature_importance(importance_type=kind)
+        return {name: float(v) for name, v in zip(self.features, values, strict=True)}
+
+    def _config_payload(self) -> dict:
+        import lightgbm as lgb
+
+        return json_safe({
+            "format_version": FORMAT_VERSION,
+            "engine": self.name,
+            "task": self.task,
+            "config": self.config.to_dict(),
+            "features": self.features,
+            "target": self.target,
+            "categorical": self.categorical,
+            "unknown_code": UNKNOWN_CODE,
+            "scaler": self.scaler,
+            "feature_version": self.feature_version,
+            "fit": self.fit_summary,
+            "lightgbm_version": lgb.__version__,
+        })
+
+    def save(self, directory: Path) -> ArtifactManifest:
+        """Write ``model.txt``, ``config.json`` and (last) ``manifest.json`` into ``directory``."""
+        booster = self._require_fitted()
+        directory = Path(directory)
+        write_bytes(directory, MODEL_FILE, booster.model_to_string().encode())
+        write_json(directory, CONFIG_FILE, self._config_payload())
+        return write_manifest(directory, [MODEL_FILE, CONFIG_FILE], engine=self.name)
+
+    @classmethod
+    def load(cls, directory: Path) -> _LightGBMEngine:
+        directory = Path(directory)
+        verify_manifest(directory, engine=cls.name)
+        payload = read_json(directory, CONFIG_FILE)
+        if payload.get("format_version") != FORMAT_VERSION or payload.get("engine") != cls.name:
+            raise ArtifactError(
+                f"{CONFIG_FILE} in {directory} is not a {cls.name} config (format {FORMAT_VERSION})"
+            )
+        import lightgbm as lgb
+
+        engine = cls(cls.config_class.from_dict(payload["config"]))
+        engine.features = list(payload["features"])
+        engine.target = payload["target"]
+        engine.categorical = {k: list(v) for k, v in payload["categorical"].items()}
+        engine.scaler = payload.get("scaler")
+        engine.feature_version = payload.get("feature_version")
+        engine.fit_summary = dict(payload.get("fit") or {})
+        booster = lgb.Booster(model_file=str(directory / MODEL_FILE))
+        if booster.feature_name() != engine.features:
+            raise ArtifactError(
+                f"{MODEL_FILE} features {booster.feature_name()} differ from {CONFIG_FILE}'s"
+            )
+        booster.params["num_threads"] = engine.config.num_threads
+        engine._booster = booster
+        return engine
+
+    def metadata(self) -> dict:
+        return json_safe({
+            "engine": self.name,
+            "task": self.task,
+            "config": self.config.to_dict(),
+            "features": self.features,
+            "target": self.target,
+            "categorical": self.categorical,
+            "feature_version": self.feature_version,
+            "scaler": self.scaler is not None,
+            "best_iteration": self.fit_summary.get("best_iteration"),
+            "best_validation_loss": self.fit_summary.get("best_validation_loss"),
+            "train_rows": self.fit_summary.get("train_rows"),
+            "validation_rows": self.fit_summary.get("validation_rows"),
+            "seconds": self.report.seconds if self.report is not None else None,
+        })
+
+
+@register_engine("lightgbm_regressor")
+class LightGBMRegressor(_LightGBMEngine):
+    """Predicts the target (e.g. ``forward_return_12``)."""
+
+    task = "regression"
+    config_class = LightGBMConfig
+    objectives = ("regression",)
+
+
+@register_engine("lightgbm_classifier")
+class LightGBMClassifier(_LightGBMEngine):
+    """Up vs not-up (``binary``, default) or -1/0/1 (``multiclass``); ``predict`` is P(up)."""
+
+    task = "classification"
+    config_class = LightGBMClassifierConfig
+    objectives = ("binary", "multiclass")
