@@ -35,14 +35,15 @@ from typing import Any, ClassVar
 import numpy as np
 import polars as pl
 
+from clm.checks import is_finite_number, is_int
 from clm.models.artifacts import (
     ArtifactError,
     ArtifactManifest,
     json_safe,
     read_json,
     verify_manifest,
-    write_json,
     write_bytes,
+    write_json,
     write_manifest,
 )
 from clm.models.base import EngineConfig, FitReport, LogFn, check_features, no_log, register_engine
@@ -54,14 +55,6 @@ UNKNOWN_CODE = 0
 OBJECTIVES = ("regression", "binary", "multiclass")
 METRICS = {"regression": "l2", "binary": "binary_logloss", "multiclass": "multi_logloss"}
 MULTICLASS_LABELS = (-1, 0, 1)
-
-
-def _is_int(v: Any) -> bool:
-    return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
-
-
-def _is_num(v: Any) -> bool:
-    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool) and np.isfinite(v)
 
 
 @dataclass(frozen=True)
@@ -88,12 +81,12 @@ class LightGBMConfig(EngineConfig):
     def __post_init__(self) -> None:
         def need_int(name: str, low: int, high: int) -> None:
             v = getattr(self, name)
-            if not _is_int(v) or not low <= v <= high:
+            if not is_int(v) or not low <= v <= high:
                 raise ValueError(f"lightgbm config: {name} must be an int in [{low}, {high}], got {v!r}")
 
         def need_num(name: str, low: float, high: float, low_open: bool = False) -> None:
             v = getattr(self, name)
-            ok = _is_num(v) and (low < v if low_open else low <= v) and v <= high
+            ok = is_finite_number(v) and (low < v if low_open else low <= v) and v <= high
             if not ok:
                 bracket = "(" if low_open else "["
                 raise ValueError(
