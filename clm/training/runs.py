@@ -1,0 +1,173 @@
+"""Train one engine under purged walk-forward and keep only honest, out-of-sample predictions.
+
+For every fold: the scaler is fitted on the fold's training rows only, the engine trains on them
+with early stopping on the fold's (purged) validation rows, and predicts the fold's test rows,
+which it has never seen. The predictions of all folds form the engine's out-of-sample record;
+the model of the last fold (the most history) is the one kept.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from clm.checks import is_int
+from clm.evaluation.splits import SplitConfig, assign_folds, fold_audit, make_folds
+from clm.features.build import KEY_COLUMNS, WARM, drop_warmup
+from clm.features.normalise import fit_scaler
+from clm.models.base import check_features, engine_class, engine_from_config
+
+LogFn = Callable[[str], None]
+_NON_FEATURES = {*KEY_COLUMNS, WARM, "date", "version"}
+PREDICTION_COLUMNS = ("engine", "fold", "symbol", "timestamp", "regime", "prediction", "signal",
+                      "target_return", "return_1", "label_end")
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    """What is learnt and how it is split; invalid values raise ``ValueError`` naming the field."""
+
+    horizon: int = 12
+    split: SplitConfig = field(default_factory=SplitConfig)
+    scaler_method: str = "robust"
+    include_symbol: bool = True  # pooled engines see the symbol as a categorical feature
+
+    def __post_init__(self) -> None:
+        if not is_int(self.horizon) or self.horizon < 1:
+            raise ValueError(f"horizon must be an int >= 1 (bars), got {self.horizon!r}")
+        if self.scaler_method not in ("robust", "zscore"):
+            raise ValueError(f"scaler_method must be 'robust' or 'zscore', got {self.scaler_method!r}")
+        if not isinstance(self.split, SplitConfig):
+            raise ValueError("split must be a clm.evaluation.SplitConfig")
+
+    @property
+    def target(self) -> str:
+        return f"forward_return_{self.horizon}"
+
+
+def training_frame(
+    features: pl.DataFrame | pl.LazyFrame,
+    labels: pl.DataFrame | pl.LazyFrame,
+    regimes: pl.DataFrame | pl.LazyFrame | None,
+    config: TrainingConfig,
+) -> pl.DataFrame:
+    """Warm feature rows with a valid label at the horizon, plus ``regime`` and the one-bar return.
+
+    ``label_end`` is the horizon's own end, which the purge uses.
+    """
+    h = config.horizon
+    label_schema = labels.lazy().collect_schema()
+    needed = [f"forward_return_{h}", f"label_end_{h}", "forward_return_1"]
+    missing = [c for c in needed if c not in label_schema]
+    if missing:
+        raise ValueError(f"labels lack {missing}: include horizons 1 and {h} in the label config")
+    label_part = labels.lazy().select(
+        "symbol", "timestamp", pl.col(f"forward_return_{h}"), pl.col(f"label_end_{h}").alias("label_end"),
+        pl.col("forward_return_1").alias("return_1"),
+    )
+    frame = (
+        drop_warmup(features)
+        .drop([c for c in ("date", "version") if c in features.lazy().collect_schema()])
+        .join(label_part, on=["symbol", "timestamp"], how="inner")
+        .filter(pl.col(f"forward_return_{h}").is_not_null())
+    )
+    if regimes is not None:
+        frame = frame.join(
+            regimes.lazy().select("symbol", "timestamp", "regime"), on=["symbol", "timestamp"], how="left"
+        )
+    else:
+        frame = frame.with_columns(pl.lit(None, dtype=pl.String).alias("regime"))
+    return frame.sort("symbol", "timestamp").collect()
+
+
+def feature_columns(frame: pl.DataFrame, config: TrainingConfig) -> list[str]:
+    """Every feature column of the frame (the feature store version decides what they are)."""
+    excluded = _NON_FEATURES | {config.target, "label_end", "return_1", "regime"}
+    names = [c for c in frame.columns if c not in excluded and frame.schema[c].is_numeric()]
+    return (["symbol"] if config.include_symbol else []) + names
+
+
+@dataclass
+class EngineRun:
+    engine: str
+    predictions: pl.DataFrame
+    audit: pl.DataFrame
+    reports: list[dict[str, Any]]
+    model: Any
+    seconds: float
+    features: list[str] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "engine": self.engine,
+            "folds": len(self.reports),
+            "predictions": self.predictions.height,
+            "seconds": round(self.seconds, 2),
+            "best_iterations": [r.get("best_iteration") for r in self.reports],
+        }
+
+
+def to_signal(prediction: np.ndarray, task: str) -> np.ndarray:
+    """The engine's view in [-1, 1]: 2 P(up) - 1 for a classifier, a scaled return for a regressor."""
+    if task == "classification":
+        return np.clip(2.0 * prediction - 1.0, -1.0, 1.0)
+    finite = prediction[np.isfinite(prediction)]
+    scale = float(np.std(finite)) if finite.size > 1 else 0.0
+    return np.tanh(prediction / scale) if scale > 0 else np.zeros_like(prediction)
+
+
+def walk_forward(
+    frame: pl.DataFrame,
+    engine: str,
+    engine_config: Mapping[str, Any] | None,
+    config: TrainingConfig,
+    *,
+    timeframe_seconds: int,
+    features: Sequence[str] | None = None,
+    feature_version: str | None = None,
+    log: LogFn = lambda _m: None,
+) -> EngineRun:
+    """Out-of-sample predictions of ``engine`` over every fold, and the last fold's model."""
+    started = time.perf_counter()
+    features = list(features) if features is not None else feature_columns(frame, config)
+    check_features(frame, features, config.target, what="training frame")
+    engine_from_config(engine, engine_config)  # a bad engine name or config fails before any training
+    task = engine_class(engine).task
+    folds = make_folds(frame, config.split, timeframe_seconds=timeframe_seconds)
+    audit = fold_audit(frame, folds).with_columns(pl.lit(engine).alias("engine"))
+    numeric = [f for f in features if frame.schema[f].is_numeric()]
+    predictions, reports, model = [], [], None
+    for fold in folds:
+        split = assign_folds(frame, fold)
+        train = split.filter(pl.col("split") == "train")
+        validation = split.filter(pl.col("split") == "validation")
+        test = split.filter(pl.col("split") == "test")
+        # the scaler sees the training rows only (their timestamps all precede validation_start)
+        scaler = fit_scaler(train, numeric, train_end=fold.validation_start, method=config.scaler_method)
+        model = engine_from_config(engine, engine_config)
+        report = model.fit(
+            train, validation, features=features, target=config.target, scaler=scaler,
+            feature_version=feature_version,
+            log=lambda m, f=fold.fold: log(f"{engine} fold {f + 1}/{len(folds)}: {m}"),
+        )
+        predicted = np.asarray(model.predict(test), dtype=np.float64)
+        reports.append({"fold": fold.fold, **report.to_dict()})
+        log(
+            f"{engine} fold {fold.fold + 1}/{len(folds)}: trained on {train.height:,} rows, "
+            f"validated on {validation.height:,}, tested on {test.height:,} (best iteration {report.best_iteration})"
+        )
+        predictions.append(
+            test.select(
+                pl.lit(engine).alias("engine"), pl.lit(fold.fold, dtype=pl.Int32).alias("fold"), "symbol",
+                "timestamp", "regime", pl.Series("prediction", predicted),
+                pl.Series("signal", to_signal(predicted, task)), pl.col(config.target).alias("target_return"),
+                "return_1", "label_end",
+            )
+        )
+    out = pl.concat(predictions) if predictions else pl.DataFrame()
+    return EngineRun(engine, out, audit, reports, model, time.perf_counter() - started, features)

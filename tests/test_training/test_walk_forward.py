@@ -1,0 +1,87 @@
+"""Walk-forward training: out-of-sample only, scaler fitted on the training fold, honest under noise."""
+
+import datetime as dt
+
+import numpy as np
+import polars as pl
+import pytest
+
+from clm.data.sources.synthetic import SyntheticConfig, SyntheticSource
+from clm.data.validation import validate_bars
+from clm.evaluation.metrics import directional_accuracy
+from clm.evaluation.splits import SplitConfig
+from clm.features import FeatureConfig, compute_features, select_features
+from clm.labels import LabelConfig, build_labels
+from clm.regimes import classify_regimes
+from clm.training import TrainingConfig, training_frame, walk_forward
+from clm.training import runs as walk_forward_module
+
+FAST = {"n_estimators": 40, "num_leaves": 8, "early_stopping_rounds": 10, "num_threads": 1}
+CONFIG = TrainingConfig(horizon=12, split=SplitConfig(n_folds=3, embargo_bars=12))
+
+
+@pytest.fixture(scope="module")
+def frame():
+    candles = validate_bars(SyntheticSource(SyntheticConfig(symbols=3, days=12, seed=5)).load().bars).candles
+    selection = select_features(FeatureConfig(sets=("core31", "ta")), candles["symbol"].unique().to_list(), 300)
+    features = compute_features(candles, selection, timeframe_seconds=300)
+    labels = build_labels(candles.join(features.select("symbol", "timestamp", "atr_14"), on=["symbol", "timestamp"]),
+                          LabelConfig(horizons=(1, 12)))
+    regimes = classify_regimes(candles, timeframe_seconds=300)
+    return training_frame(features, labels, regimes, CONFIG)
+
+
+def test_predictions_are_out_of_sample_and_complete(frame):
+    run = walk_forward(frame, "lightgbm_classifier", FAST, CONFIG, timeframe_seconds=300)
+    audit = run.audit
+    assert run.predictions.height == audit["rows_test"].sum() > 0
+    for row in audit.iter_rows(named=True):
+        fold = run.predictions.filter(pl.col("fold") == row["fold"])
+        assert fold["timestamp"].min() >= row["test_start"] and fold["timestamp"].max() < row["test_end"]
+    assert run.predictions["signal"].is_between(-1, 1).all()
+    assert set(run.predictions["regime"].drop_nulls().unique()) <= {"trend", "range", "panic", "illiquid"}
+
+
+def test_scaler_sees_only_the_training_fold(frame, monkeypatch):
+    seen = []
+    original = walk_forward_module.fit_scaler
+
+    def spy(rows, columns, *, train_end, method):
+        seen.append((rows["timestamp"].max(), train_end, rows["split"].unique().to_list()))
+        return original(rows, columns, train_end=train_end, method=method)
+
+    monkeypatch.setattr(walk_forward_module, "fit_scaler", spy)
+    run = walk_forward(frame, "lightgbm_regressor", FAST, CONFIG, timeframe_seconds=300)
+    assert len(seen) == len(run.reports) == 3
+    for last, train_end, splits in seen:
+        assert splits == ["train"] and last < train_end
+
+
+def test_shuffled_labels_give_no_edge(frame):
+    rng = np.random.default_rng(0)
+    shuffled = frame.with_columns(pl.Series(CONFIG.target, rng.permutation(frame[CONFIG.target].to_numpy())))
+    run = walk_forward(shuffled, "lightgbm_classifier", FAST, CONFIG, timeframe_seconds=300)
+    accuracy = directional_accuracy(run.predictions["signal"], run.predictions["target_return"])
+    assert abs(accuracy - 0.5) <= 0.03
+
+
+def test_bad_input_fails_before_training(frame, monkeypatch):
+    def boom(*_a, **_k):
+        raise AssertionError("training started")
+
+    monkeypatch.setattr(walk_forward_module, "make_folds", boom)
+    with pytest.raises(ValueError, match="mom_5"):
+        walk_forward(frame.drop("mom_5"), "lightgbm_classifier", FAST, CONFIG, timeframe_seconds=300,
+                     features=["mom_5", "rsi_14"])
+    with pytest.raises(ValueError, match="num_leaves"):
+        walk_forward(frame, "lightgbm_classifier", {"num_leaves": 0}, CONFIG, timeframe_seconds=300)
+    with pytest.raises(ValueError, match="unknown engine"):
+        walk_forward(frame, "astrology", None, CONFIG, timeframe_seconds=300)
+    with pytest.raises(ValueError, match="horizon"):
+        TrainingConfig(horizon=0)
+
+
+def test_training_frame_needs_the_horizon_labels(frame):
+    labels = pl.DataFrame({"symbol": ["A"], "timestamp": [dt.datetime(2024, 1, 1, tzinfo=dt.UTC)]})
+    with pytest.raises(ValueError, match="forward_return_12"):
+        training_frame(frame.head(1).with_columns(pl.lit(True).alias("warm")), labels, None, CONFIG)
