@@ -25,7 +25,7 @@ from clm.models.base import check_features, engine_class, engine_from_config
 LogFn = Callable[[str], None]
 _NON_FEATURES = {*KEY_COLUMNS, WARM, "date", "version"}
 PREDICTION_COLUMNS = ("engine", "fold", "symbol", "timestamp", "regime", "prediction", "signal",
-                      "target_return", "return_1", "label_end")
+                      "probability", "target_return", "return_1", "label_end")
 
 
 @dataclass(frozen=True)
@@ -165,7 +165,10 @@ def walk_forward(
             test.select(
                 pl.lit(engine).alias("engine"), pl.lit(fold.fold, dtype=pl.Int32).alias("fold"), "symbol",
                 "timestamp", "regime", pl.Series("prediction", predicted),
-                pl.Series("signal", to_signal(predicted, task)), pl.col(config.target).alias("target_return"),
+                pl.Series("signal", to_signal(predicted, task)),
+                pl.Series("probability", predicted if task == "classification" else np.full(len(predicted), np.nan))
+                .fill_nan(None),
+                pl.col(config.target).alias("target_return"),
                 "return_1", "label_end",
             )
         )

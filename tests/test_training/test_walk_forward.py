@@ -85,3 +85,27 @@ def test_training_frame_needs_the_horizon_labels(frame):
     labels = pl.DataFrame({"symbol": ["A"], "timestamp": [dt.datetime(2024, 1, 1, tzinfo=dt.UTC)]})
     with pytest.raises(ValueError, match="forward_return_12"):
         training_frame(frame.head(1).with_columns(pl.lit(True).alias("warm")), labels, None, CONFIG)
+
+
+def test_evaluation_puts_every_metric_beside_the_baselines(frame):
+    from clm.training.evaluate import evaluate_engines
+
+    candles = validate_bars(SyntheticSource(SyntheticConfig(symbols=3, days=12, seed=5)).load().bars).candles
+    runs = [walk_forward(frame, e, FAST, CONFIG, timeframe_seconds=300)
+            for e in ("lightgbm_classifier", "lightgbm_regressor")]
+    evaluation = evaluate_engines(pl.concat([r.predictions for r in runs]), candles, timeframe_seconds=300, horizon=12)
+    overall = evaluation.overall
+    assert overall["engine"].to_list() == ["lightgbm_classifier", "lightgbm_regressor"]
+    for column in ("rmse", "mae", "r2", "accuracy", "precision", "recall", "f1", "directional_accuracy", "ic",
+                   "rank_ic", "model_sharpe", "model_sortino", "model_max_drawdown", "model_hit_rate",
+                   "model_profit_factor", "model_turnover", "model_capacity", "model_dsr",
+                   "baseline_flat_sharpe", "baseline_buy_and_hold_sharpe", "baseline_momentum_sign_sharpe"):
+        assert column in overall.columns, column
+    classifier = overall.filter(pl.col("engine") == "lightgbm_classifier")
+    regressor = overall.filter(pl.col("engine") == "lightgbm_regressor")
+    assert classifier["ece"].is_not_null().all() and classifier["rmse"].is_null().all()
+    assert regressor["rmse"].is_not_null().all()
+    assert evaluation.detail.height > overall.height
+    costs = evaluation.costs
+    assert {"fee_bps", "half_spread_bps", "slippage_bps", "impact_bps", "funding_bps", "net_edge_bps"} <= set(costs.columns)
+    assert costs.height == sum(r.predictions.height for r in runs)
