@@ -130,6 +130,10 @@ class Lake:
     def telemetry_file(self, day: dt.date) -> Path:
         return self.root / "telemetry" / "feedback" / f"events_{day:%Y%m%d}.jsonl"
 
+    def model_dir(self, engine: str, version: str) -> Path:
+        """Where one trained model's artifact files live: ``models/<engine>/<version>/``."""
+        return self.root / "models" / _check_table(engine) / _partition_value("version", version)
+
     @property
     def telemetry_dir(self) -> Path:
         return self.root / "telemetry" / "feedback"

@@ -44,3 +44,21 @@ from clm.evaluation.metrics import (
     strategy_metrics,
     strategy_returns,
 )
+from clm.evaluation.gate import (
+    EDGE_SCHEMA,
+    OVERALL,
+    GateConfig,
+    RegimeGate,
+    gate_table,
+    learn_gate,
+)
+from clm.evaluation.consensus import (
+    ACTIONS,
+    CONSENSUS_COLUMNS,
+    DECISION_LOG_COLUMNS,
+    LEVELS,
+    ConsensusConfig,
+    consensus,
+    decision_log,
+    to_signal,
+)

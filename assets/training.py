@@ -1,0 +1,108 @@
+"""Training: one asset per configured engine, then the evaluation of all of them, net of costs."""
+
+
+import json
+import os
+
+import dagster as dg
+import polars as pl
+from pydantic import Field
+
+from clm.evaluation.splits import SplitConfig
+from clm.features.store import FEATURES
+from clm.labels.store import LABELS
+from clm.markdown import frame_markdown
+from clm.regimes.store import REGIMES
+from clm.training import TrainingConfig
+from clm.training.store import CV_FOLDS, EVALUATION, evaluate_stored, train_engine
+from resources import LakeResource
+
+# The engine list is configuration: CLM_ENGINES names the registered engines to train.
+DEFAULT_ENGINES = "lightgbm_classifier,lightgbm_regressor"
+ENGINES = [e.strip() for e in os.environ.get("CLM_ENGINES", DEFAULT_ENGINES).split(",") if e.strip()]
+SUMMARY_COLUMNS = ["engine", "n_rows", "directional_accuracy", "accuracy", "f1", "ic", "rank_ic", "ece",
+                   "model_sharpe", "model_max_drawdown", "model_hit_rate", "model_turnover", "model_dsr",
+                   "baseline_buy_and_hold_sharpe", "baseline_momentum_sign_sharpe", "baseline_flat_sharpe"]
+
+
+class TrainingAssetConfig(dg.Config):
+    """How an engine is trained and validated; engine options are checked before training starts."""
+
+    horizon: int = Field(12, description="label horizon in bars (labels must include it and 1)")
+    n_folds: int = Field(5, description="purged walk-forward folds")
+    embargo_bars: int = Field(12, description="bars between a training label's end and the next window")
+    engine_options: str = Field("{}", description="JSON object of engine options, e.g. {\"num_leaves\": 31}")
+
+    def configs(self) -> tuple[TrainingConfig, dict]:
+        try:
+            options = json.loads(self.engine_options)
+            if not isinstance(options, dict):
+                raise ValueError("engine_options must be a JSON object")
+            split = SplitConfig(n_folds=self.n_folds, embargo_bars=self.embargo_bars)
+            return TrainingConfig(horizon=self.horizon, split=split), options
+        except ValueError as exc:
+            raise dg.Failure(f"invalid training config: {exc}") from exc
+
+
+def _model_asset(engine: str) -> dg.AssetsDefinition:
+    @dg.asset(
+        name=f"model_{engine}",
+        deps=[FEATURES, LABELS, REGIMES],
+        group_name="training",
+        kinds={engine.split("_")[0], "python"},
+        backfill_policy=dg.BackfillPolicy.single_run(),  # lets `dagster asset materialize --partition-range` include it
+        description=f"{engine} trained under purged walk-forward: out-of-sample predictions, fold audit, "
+                    "and the last fold's model (checksummed artifact files).",
+    )
+    def model(context: dg.AssetExecutionContext, config: TrainingAssetConfig, lake: LakeResource):
+        training, options = config.configs()
+        try:
+            stored = train_engine(lake.lake, engine, options, training, log=context.log.info)
+        except ValueError as exc:  # bad options or a feature set missing a column: named, before training
+            raise dg.Failure(f"{engine}: {exc}") from exc
+        run = stored.run
+        predictions = run.predictions
+        hit = (predictions["signal"].sign() == predictions["target_return"].sign()).mean() if predictions.height else None
+        return dg.MaterializeResult(
+            metadata={
+                "model_version": stored.version,
+                "feature_version": stored.feature_version or "",
+                "path": dg.MetadataValue.path(stored.path),
+                "manifest_sha256": stored.manifest.digest,
+                "folds": dg.MetadataValue.md(frame_markdown(lake.lake.read(CV_FOLDS).filter(pl.col("engine") == engine))),
+                "fit": dg.MetadataValue.json([{k: r.get(k) for k in ("fold", "best_iteration", "seconds", "train_rows",
+                                                                      "validation_rows")} for r in run.reports]),
+                "oos_predictions": dg.MetadataValue.int(predictions.height),
+                "oos_directional_hit_rate": dg.MetadataValue.float(float(hit) if hit is not None else float("nan")),
+                "seconds": dg.MetadataValue.float(round(run.seconds, 1)),
+            }
+        )
+
+    return model
+
+
+model_assets = [_model_asset(engine) for engine in ENGINES]
+
+
+@dg.asset(
+    deps=[f"model_{e}" for e in ENGINES],
+    group_name="training",
+    kinds={"polars", "parquet"},
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    description="Every engine's out-of-sample metrics net of costs beside flat, buy-and-hold and momentum "
+                "baselines on the same rows (tables evaluation, evaluation_detail, costs).",
+)
+def evaluation(context: dg.AssetExecutionContext, config: TrainingAssetConfig, lake: LakeResource):
+    training, _ = config.configs()
+    result = evaluate_stored(lake.lake, horizon=training.horizon, engines=ENGINES)
+    shown = result.overall.select([c for c in SUMMARY_COLUMNS if c in result.overall.columns])
+    context.log.info(f"evaluated {shown.height} engines")
+    return dg.MaterializeResult(
+        metadata={
+            "summary": dg.MetadataValue.md(frame_markdown(shown)),
+            "costs": dg.MetadataValue.json(result.cost_summary),
+            "detail_rows": dg.MetadataValue.int(result.detail.height),
+            "dagster/row_count": dg.MetadataValue.int(result.overall.height),
+            "path": dg.MetadataValue.path(str(lake.lake.table_path(EVALUATION))),
+        }
+    )
