@@ -84,8 +84,8 @@ def to_signal(
 
     ``"probability"`` (a classifier's P(up), in [0, 1]): ``2 * p - 1``. ``"return"`` (a
     regressor's predicted return): ``tanh(pred / scale)``, ``scale`` defaulting to the standard
-    deviation (ddof=1) of the finite predictions; constant predictions have no scale and raise
-    (pass ``scale``). NaN / null predictions give null signals.
+    deviation (ddof=1) of the finite predictions; constant predictions carry no view and give 0.
+    NaN / null predictions give null signals.
     """
     if isinstance(prediction, pl.Series):
         x = prediction.cast(pl.Float64, strict=False).fill_nan(None)
@@ -110,7 +110,8 @@ def to_signal(
     if scale is None:
         sd = x.std(ddof=1)
         if sd is None or not sd > 0:
-            raise ValueError("scale: the predictions have no spread (constant or < 2 values); pass scale")
+            # constant predictions (e.g. a model that stopped at its first round) carry no view
+            return (x * 0.0).alias("signal")
         scale = float(sd)
     elif not is_finite_number(scale) or scale <= 0:
         raise ValueError(f"scale must be a finite number > 0, got {scale!r}")

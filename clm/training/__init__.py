@@ -5,7 +5,6 @@ from clm.training.runs import (
     EngineRun,
     TrainingConfig,
     feature_columns,
-    to_signal,
     training_frame,
     walk_forward,
 )
@@ -15,7 +14,6 @@ __all__ = [
     "EngineRun",
     "TrainingConfig",
     "feature_columns",
-    "to_signal",
     "training_frame",
     "walk_forward",
 ]

@@ -17,6 +17,7 @@ import numpy as np
 import polars as pl
 
 from clm.checks import is_int
+from clm.evaluation.consensus import to_signal
 from clm.evaluation.splits import SplitConfig, assign_folds, fold_audit, make_folds
 from clm.features.build import KEY_COLUMNS, WARM, drop_warmup
 from clm.features.normalise import fit_scaler
@@ -112,15 +113,6 @@ class EngineRun:
         }
 
 
-def to_signal(prediction: np.ndarray, task: str) -> np.ndarray:
-    """The engine's view in [-1, 1]: 2 P(up) - 1 for a classifier, a scaled return for a regressor."""
-    if task == "classification":
-        return np.clip(2.0 * prediction - 1.0, -1.0, 1.0)
-    finite = prediction[np.isfinite(prediction)]
-    scale = float(np.std(finite)) if finite.size > 1 else 0.0
-    return np.tanh(prediction / scale) if scale > 0 else np.zeros_like(prediction)
-
-
 def walk_forward(
     frame: pl.DataFrame,
     engine: str,
@@ -165,7 +157,7 @@ def walk_forward(
             test.select(
                 pl.lit(engine).alias("engine"), pl.lit(fold.fold, dtype=pl.Int32).alias("fold"), "symbol",
                 "timestamp", "regime", pl.Series("prediction", predicted),
-                pl.Series("signal", to_signal(predicted, task)),
+                to_signal(predicted, "probability" if task == "classification" else "return"),
                 pl.Series("probability", predicted if task == "classification" else np.full(len(predicted), np.nan))
                 .fill_nan(None),
                 pl.col(config.target).alias("target_return"),

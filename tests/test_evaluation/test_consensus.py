@@ -227,9 +227,9 @@ def test_to_signal():
     sig = to_signal(np.array([-0.02, 0.0, 0.02, np.nan]), "return")
     assert sig[1] == 0.0 and sig[2] == pytest.approx(np.tanh(1.0)) and sig[3] is None
     assert to_signal(pl.Series([0.01]), "return", scale=0.01)[0] == pytest.approx(np.tanh(1.0))
+    assert to_signal([0.1, 0.1, None], "return").to_list() == [0.0, 0.0, None]  # no spread, no view
     for args, match in (
         (([1.2], "probability"), "probability"),
-        (([0.1, 0.1], "return"), "scale"),
         (([0.1], "return", -1.0), "scale"),
         (([0.1], "logit"), "kind"),
     ):
