@@ -6,10 +6,10 @@ from assets.market_data import ingest_market_data
 from assets.regimes import detect_regimes, regime_map
 from assets.reports import data_integrity
 from assets.telemetry import feedback_events
-from assets.training import evaluation, model_assets
+from assets.training import consensus, evaluation, model_assets
 from assets.universe import universe
 
 all_assets = [
     ingest_market_data, universe, features, labels, detect_regimes, regime_map, data_integrity, feedback_events,
-    *model_assets, evaluation, lake_catalog,
+    *model_assets, evaluation, consensus, lake_catalog,
 ]

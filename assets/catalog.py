@@ -9,7 +9,7 @@ from resources import LakeResource
 CATALOG_DEPS = [
     ingest.CANDLES, ingest.GAPS, ingest.QUARANTINE, ingest.MISMATCHES, ingest.CALENDARS,
     "universe", "do_not_trade", "feedback_events", "features", "labels",
-    "regimes", "market_regimes", "evaluation",
+    "regimes", "market_regimes", "evaluation", "consensus",
 ]  # not synthetic_regimes: it is skipped for file sources, and a skipped upstream would skip the catalog
 
 

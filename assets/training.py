@@ -14,7 +14,8 @@ from clm.labels.store import LABELS
 from clm.markdown import frame_markdown
 from clm.regimes.store import REGIMES
 from clm.training import TrainingConfig
-from clm.training.store import CV_FOLDS, EVALUATION, evaluate_stored, train_engine
+from clm.evaluation.gate import gate_table
+from clm.training.store import CV_FOLDS, EVALUATION, build_consensus, evaluate_stored, train_engine
 from resources import LakeResource
 
 # The engine list is configuration: CLM_ENGINES names the registered engines to train.
@@ -104,5 +105,29 @@ def evaluation(context: dg.AssetExecutionContext, config: TrainingAssetConfig, l
             "detail_rows": dg.MetadataValue.int(result.detail.height),
             "dagster/row_count": dg.MetadataValue.int(result.overall.height),
             "path": dg.MetadataValue.path(str(lake.lake.table_path(EVALUATION))),
+        }
+    )
+
+
+@dg.asset(
+    deps=[f"model_{e}" for e in ENGINES],
+    group_name="training",
+    kinds={"polars", "parquet"},
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    description="Regime gate learnt on the earlier folds, then a causal reliability-weighted vote of the "
+                "engines per symbol and bar (tables consensus and decision_log; the gate in models/regime_gate/).",
+)
+def consensus(context: dg.AssetExecutionContext, lake: LakeResource):
+    result = build_consensus(lake.lake)
+    actions = result.decisions.group_by("action").len().sort("action")
+    levels = result.decisions.group_by("level").len().sort("level")
+    context.log.info(f"consensus: {result.decisions.height:,} decisions; gate learnt on folds {result.gate_folds}")
+    return dg.MaterializeResult(
+        metadata={
+            "gate": dg.MetadataValue.md(frame_markdown(gate_table(result.gate))),
+            "gate_path": dg.MetadataValue.path(result.path),
+            "actions": dg.MetadataValue.json(dict(actions.iter_rows())),
+            "levels": dg.MetadataValue.json(dict(levels.iter_rows())),
+            "dagster/row_count": dg.MetadataValue.int(result.decisions.height),
         }
     )

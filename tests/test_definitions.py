@@ -52,6 +52,10 @@ def test_whole_graph_runs_in_process(lake_root, tiny_market):
     assert lake.read("labels").height == candles.height
     assert lake.read("regimes").height == candles.height
     assert lake.read_json("reports/regime_map.json")["scored_against_truth"]
+    evaluation = lake.read("evaluation")
+    assert sorted(evaluation["engine"]) == ["lightgbm_classifier", "lightgbm_regressor"]
+    assert {"model_sharpe", "baseline_buy_and_hold_sharpe", "model_dsr"} <= set(evaluation.columns)
+    assert lake.read("decision_log").height > 0 and lake.read("cv_folds").height > 0
     con = duckdb.connect(str(lake.catalog_path), read_only=True)
     assert con.execute("select count(*) from candles").fetchone()[0] == candles.height
     assert con.execute("select count(*), count(distinct version) from features").fetchone() == (candles.height, 1)

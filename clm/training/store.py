@@ -20,8 +20,10 @@ from clm.features.build import infer_timeframe_seconds
 from clm.features.expr import digest
 from clm.features.store import FEATURES
 from clm.labels.store import LABELS
-from clm.lake import Lake
-from clm.models.artifacts import ArtifactManifest
+from clm.evaluation.consensus import ConsensusConfig, consensus, decision_log
+from clm.evaluation.gate import GateConfig, RegimeGate, learn_gate
+from clm.lake import ALL_PARTITIONS, Lake
+from clm.models.artifacts import ArtifactManifest, write_json, write_manifest
 from clm.regimes.store import REGIMES
 from clm.training.evaluate import Evaluation, evaluate_engines
 from clm.training.runs import EngineRun, TrainingConfig, training_frame, walk_forward
@@ -31,6 +33,9 @@ CV_FOLDS = "cv_folds"
 EVALUATION = "evaluation"
 EVALUATION_DETAIL = "evaluation_detail"
 COSTS = "costs"
+CONSENSUS = "consensus"
+DECISION_LOG = "decision_log"
+GATE_ENGINE = "regime_gate"
 
 
 @dataclass
@@ -93,3 +98,39 @@ def evaluate_stored(lake: Lake, *, horizon: int, engines: list[str] | None = Non
     lake.write_table(EVALUATION_DETAIL, evaluation.detail, ["engine"], replace=predictions["engine"].unique().to_list())
     lake.write_table(COSTS, evaluation.costs, ["engine"], replace=predictions["engine"].unique().to_list())
     return evaluation
+
+
+@dataclass
+class ConsensusResult:
+    gate: RegimeGate
+    consensus: pl.DataFrame
+    decisions: pl.DataFrame
+    gate_folds: list[int]
+    path: str
+
+
+def build_consensus(
+    lake: Lake, *, gate_config: GateConfig = GateConfig(), config: ConsensusConfig = ConsensusConfig()
+) -> ConsensusResult:
+    """Learn the regime gate on the earlier folds, then vote every out-of-sample row causally.
+
+    The gate is learnt on all folds but the last, so the last fold's decisions come from a gate that
+    never saw them; the vote itself only uses outcomes realised before each bar.
+    """
+    predictions = lake.read(OOS_PREDICTIONS)
+    if predictions.is_empty():
+        raise ValueError("no out-of-sample predictions: train an engine first")
+    folds = sorted(predictions["fold"].unique().to_list())
+    gate_folds = folds[:-1] or folds
+    gate = learn_gate(predictions, gate_config, folds=gate_folds)
+    voted = consensus(gate.apply(predictions), config)
+    decisions = decision_log(voted)
+    version = digest(gate.to_json())
+    directory = lake.model_dir(GATE_ENGINE, version)
+    write_json(directory, "gate.json", gate.to_dict())
+    write_manifest(directory, ["gate.json"], engine=GATE_ENGINE)
+    lake.write_table(CONSENSUS, voted.with_columns(pl.col("timestamp").dt.date().alias("date")), ["date"],
+                     replace=ALL_PARTITIONS)
+    lake.write_table(DECISION_LOG, decisions.with_columns(pl.col("timestamp").dt.date().alias("date")), ["date"],
+                     replace=ALL_PARTITIONS)
+    return ConsensusResult(gate, voted, decisions, gate_folds, str(directory))
