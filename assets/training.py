@@ -19,8 +19,14 @@ from clm.training.store import CV_FOLDS, EVALUATION, build_consensus, evaluate_s
 from resources import LakeResource
 
 # The engine list is configuration: CLM_ENGINES names the registered engines to train.
-DEFAULT_ENGINES = "lightgbm_classifier,lightgbm_regressor"
+DEFAULT_ENGINES = "lightgbm_classifier,lightgbm_regressor,nhits,patchtst"
 ENGINES = [e.strip() for e in os.environ.get("CLM_ENGINES", DEFAULT_ENGINES).split(",") if e.strip()]
+# Training budgets for the default run on 2 cores (make run: under 10 minutes in all); options given
+# in the run config override them.
+DEFAULT_OPTIONS = {
+    "nhits": {"max_steps": 200, "windows_batch_size": 32},
+    "patchtst": {"max_steps": 200, "windows_batch_size": 32},
+}
 SUMMARY_COLUMNS = ["engine", "n_rows", "directional_accuracy", "accuracy", "f1", "ic", "rank_ic", "ece",
                    "model_sharpe", "model_max_drawdown", "model_hit_rate", "model_turnover", "model_dsr",
                    "baseline_buy_and_hold_sharpe", "baseline_momentum_sign_sharpe", "baseline_flat_sharpe"]
@@ -57,6 +63,7 @@ def _model_asset(engine: str) -> dg.AssetsDefinition:
     )
     def model(context: dg.AssetExecutionContext, config: TrainingAssetConfig, lake: LakeResource):
         training, options = config.configs()
+        options = {**DEFAULT_OPTIONS.get(engine, {}), **options}
         try:
             stored = train_engine(lake.lake, engine, options, training, log=context.log.info)
         except ValueError as exc:  # bad options or a feature set missing a column: named, before training

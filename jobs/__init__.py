@@ -3,11 +3,22 @@
 
 import dagster as dg
 
-# Everything the lake holds today: market data, telemetry, universe, reports and the catalog.
+_training = dg.AssetSelection.groups("training")
+
+# Market data, telemetry, features, labels, regimes, reports and the catalog: what a landed file updates.
 ingest_job = dg.define_asset_job(
     "ingest_job",
-    selection=dg.AssetSelection.all(),
-    description="Ingest market data and telemetry for a partition range, then refresh reports and the catalog.",
+    selection=dg.AssetSelection.all() - _training,
+    description="Ingest market data and telemetry for a partition range, build features, labels and regimes, "
+                "then refresh reports and the catalog.",
 )
 
-all_jobs = [ingest_job]
+# Every configured engine under purged walk-forward, their evaluation net of costs, the gate and consensus.
+training_job = dg.define_asset_job(
+    "training_job",
+    selection=_training | dg.AssetSelection.assets("lake_catalog"),
+    description="Train every configured engine (CLM_ENGINES) on the current feature version, evaluate them "
+                "beside baselines, learn the regime gate and vote the consensus.",
+)
+
+all_jobs = [ingest_job, training_job]

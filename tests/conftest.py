@@ -11,6 +11,9 @@ import pytest
 _SESSION_LAKE = tempfile.mkdtemp(prefix="clm-test-lake-")
 os.environ["CLM_LAKE"] = _SESSION_LAKE
 os.environ.setdefault("CLM_SOURCE", "synthetic")
+# Graph tests train the LightGBM engines only; the torch engines are trained in tests/test_models and
+# tests/test_training, and by `make run`.
+os.environ.setdefault("CLM_ENGINES", "lightgbm_classifier,lightgbm_regressor")
 os.environ.pop("DAGSTER_HOME", None)  # tests use ephemeral Dagster instances
 
 DATA = Path(__file__).parent / "data"

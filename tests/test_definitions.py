@@ -11,8 +11,8 @@ from clm.lake import Lake
 RANGE = {"dagster/asset_partition_range_start": "2024-01-01", "dagster/asset_partition_range_end": "2024-01-03"}
 
 
-def _run(defs, tags=RANGE, run_config=None):
-    job = defs.resolve_job_def("ingest_job")
+def _run(defs, tags=RANGE, run_config=None, job_name="ingest_job"):
+    job = defs.resolve_job_def(job_name)
     return job.execute_in_process(tags=tags, run_config=run_config or {}, instance=dg.DagsterInstance.ephemeral())
 
 
@@ -24,7 +24,7 @@ def test_definitions_load():
     assert {"candles", "candle_gaps", "quarantine", "vendor_mismatches", "synthetic_regimes", "universe",
             "do_not_trade", "data_integrity", "feedback_events", "lake_catalog"} <= keys
     assert defs.resolve_sensor_def("landing_sensor")
-    assert defs.resolve_job_def("ingest_job")
+    assert defs.resolve_job_def("ingest_job") and defs.resolve_job_def("training_job")
 
 
 def test_whole_graph_runs_in_process(lake_root, tiny_market):
@@ -32,6 +32,8 @@ def test_whole_graph_runs_in_process(lake_root, tiny_market):
 
     result = _run(defs)
     assert result.success
+    trained = _run(defs, tags={}, job_name="training_job")
+    assert trained.success
     lake = Lake(lake_root)
     candles = lake.read("candles")
     assert candles["symbol"].n_unique() == 3

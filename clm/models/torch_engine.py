@@ -388,6 +388,9 @@ class TorchEngine:
     task: ClassVar[str] = "regression"
     config_class: ClassVar[type[TorchConfig]] = TorchConfig
     all_channels: ClassVar[bool] = False  # the module forecasts every channel (B, ch, H)
+    # trains on contiguous windows of its own series, not on label rows: walk-forward hands it whole
+    # time ranges (cut before the purge boundary) and the history before each test window
+    sequence: ClassVar[bool] = True
 
     def __init__(self, config: TorchConfig | None = None) -> None:
         config = config if config is not None else self.config_class()

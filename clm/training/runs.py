@@ -8,6 +8,7 @@ the model of the last fold (the most history) is the one kept.
 
 from __future__ import annotations
 
+import inspect
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -34,6 +35,7 @@ class TrainingConfig:
     """What is learnt and how it is split; invalid values raise ``ValueError`` naming the field."""
 
     horizon: int = 12
+    latency_bars: int = 1  # as in the labels: entry one bar after the decision bar
     split: SplitConfig = field(default_factory=SplitConfig)
     scaler_method: str = "robust"
     include_symbol: bool = True  # pooled engines see the symbol as a categorical feature
@@ -41,6 +43,8 @@ class TrainingConfig:
     def __post_init__(self) -> None:
         if not is_int(self.horizon) or self.horizon < 1:
             raise ValueError(f"horizon must be an int >= 1 (bars), got {self.horizon!r}")
+        if not is_int(self.latency_bars) or self.latency_bars < 0:
+            raise ValueError(f"latency_bars must be an int >= 0, got {self.latency_bars!r}")
         if self.scaler_method not in ("robust", "zscore"):
             raise ValueError(f"scaler_method must be 'robust' or 'zscore', got {self.scaler_method!r}")
         if not isinstance(self.split, SplitConfig):
@@ -57,9 +61,11 @@ def training_frame(
     regimes: pl.DataFrame | pl.LazyFrame | None,
     config: TrainingConfig,
 ) -> pl.DataFrame:
-    """Warm feature rows with a valid label at the horizon, plus ``regime`` and the one-bar return.
+    """Warm feature rows, their label at the horizon (null where there is none), ``regime`` and the
+    one-bar return.
 
-    ``label_end`` is the horizon's own end, which the purge uses.
+    Unlabelled rows stay so sequence engines see contiguous series; the splits never use them as
+    training, validation or test rows. ``label_end`` is the horizon's own end, which the purge uses.
     """
     h = config.horizon
     label_schema = labels.lazy().collect_schema()
@@ -74,8 +80,7 @@ def training_frame(
     frame = (
         drop_warmup(features)
         .drop([c for c in ("date", "version") if c in features.lazy().collect_schema()])
-        .join(label_part, on=["symbol", "timestamp"], how="inner")
-        .filter(pl.col(f"forward_return_{h}").is_not_null())
+        .join(label_part, on=["symbol", "timestamp"], how="left")
     )
     if regimes is not None:
         frame = frame.join(
@@ -113,6 +118,18 @@ class EngineRun:
         }
 
 
+def sequence_defaults(config: TrainingConfig) -> dict[str, Any]:
+    """A sequence engine forecasts the one-bar log return (``ret_1``) and sums the steps that make
+    the label: entry ``latency`` bars after the anchor, ``horizon`` bars held."""
+    return {
+        "series": "ret_1",
+        "series_transform": "none",
+        "prediction_length": config.latency_bars + config.horizon,
+        "output_start": config.latency_bars + 1,
+        "output_steps": config.horizon,
+    }
+
+
 def walk_forward(
     frame: pl.DataFrame,
     engine: str,
@@ -128,8 +145,14 @@ def walk_forward(
     started = time.perf_counter()
     features = list(features) if features is not None else feature_columns(frame, config)
     check_features(frame, features, config.target, what="training frame")
+    cls = engine_class(engine)
+    sequence = bool(getattr(cls, "sequence", False))
+    if sequence:
+        engine_config = {**sequence_defaults(config), **dict(engine_config or {})}
+        features = []  # a sequence engine forecasts its own series (see sequence_defaults)
     engine_from_config(engine, engine_config)  # a bad engine name or config fails before any training
-    task = engine_class(engine).task
+    task = cls.task
+    takes_scaler = "scaler" in inspect.signature(cls.fit).parameters
     folds = make_folds(frame, config.split, timeframe_seconds=timeframe_seconds)
     audit = fold_audit(frame, folds).with_columns(pl.lit(engine).alias("engine"))
     numeric = [f for f in features if frame.schema[f].is_numeric()]
@@ -139,15 +162,27 @@ def walk_forward(
         train = split.filter(pl.col("split") == "train")
         validation = split.filter(pl.col("split") == "validation")
         test = split.filter(pl.col("split") == "test")
-        # the scaler sees the training rows only (their timestamps all precede validation_start)
-        scaler = fit_scaler(train, numeric, train_end=fold.validation_start, method=config.scaler_method)
+        fit_options: dict[str, Any] = {}
+        if sequence:
+            # whole time ranges whose windows' targets stop before the next window (purge + embargo)
+            ts = pl.col("timestamp")
+            train = split.filter((ts >= fold.train_start) & (ts < fold.validation_start - fold.embargo))
+            validation = split.filter((ts >= fold.validation_start) & (ts < fold.test_start - fold.embargo))
+        if takes_scaler and numeric:
+            # the scaler sees the training rows only (their timestamps all precede validation_start)
+            fit_options["scaler"] = fit_scaler(train, numeric, train_end=fold.validation_start,
+                                               method=config.scaler_method)
         model = engine_from_config(engine, engine_config)
         report = model.fit(
-            train, validation, features=features, target=config.target, scaler=scaler,
-            feature_version=feature_version,
-            log=lambda m, f=fold.fold: log(f"{engine} fold {f + 1}/{len(folds)}: {m}"),
+            train, validation, features=features, target=config.target, feature_version=feature_version,
+            log=lambda m, f=fold.fold: log(f"{engine} fold {f + 1}/{len(folds)}: {m}"), **fit_options,
         )
-        predicted = np.asarray(model.predict(test), dtype=np.float64)
+        if sequence:  # forecast from the history before and inside the test window (inputs <= anchor)
+            history = split.filter(pl.col("timestamp") < fold.test_end)
+            in_test = (history["split"] == "test").fill_null(False).to_numpy()
+            predicted = np.asarray(model.predict(history), dtype=np.float64)[in_test]
+        else:
+            predicted = np.asarray(model.predict(test), dtype=np.float64)
         reports.append({"fold": fold.fold, **report.to_dict()})
         log(
             f"{engine} fold {fold.fold + 1}/{len(folds)}: trained on {train.height:,} rows, "

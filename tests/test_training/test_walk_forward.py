@@ -109,3 +109,16 @@ def test_evaluation_puts_every_metric_beside_the_baselines(frame):
     costs = evaluation.costs
     assert {"fee_bps", "half_spread_bps", "slippage_bps", "impact_bps", "funding_bps", "net_edge_bps"} <= set(costs.columns)
     assert costs.height == sum(r.predictions.height for r in runs)
+
+
+@pytest.mark.parametrize("engine", ["nhits", "patchtst"])
+def test_sequence_engines_forecast_the_label_from_history(frame, engine):
+    tiny = {"max_steps": 20, "context_length": 32, "val_check_steps": 10, "num_threads": 1,
+            **({"hidden_size": 32} if engine == "nhits" else {"d_model": 16, "n_heads": 2, "d_ff": 32, "n_layers": 1,
+                                                               "patch_length": 8, "stride": 8})}
+    run = walk_forward(frame, engine, tiny, CONFIG, timeframe_seconds=300)
+    assert run.predictions.height == run.audit["rows_test"].sum()
+    # the history before each test window feeds the first test rows: (almost) every test row has a forecast
+    assert run.predictions["prediction"].is_not_null().mean() > 0.95
+    assert run.predictions["signal"].drop_nulls().is_between(-1, 1).all()
+    assert run.model.config.output_start == 2 and run.model.config.output_steps == 12
