@@ -104,6 +104,26 @@ def _feature_lines(lake: Lake) -> list[str]:
     return lines
 
 
+def _training_lines(lake: Lake) -> list[str]:
+    if not lake.has_table("evaluation"):
+        return []
+    table = lake.read("evaluation").sort("engine")
+    lines = ["  out-of-sample, net of costs (purged walk-forward; docs/training.md):"]
+    for row in table.iter_rows(named=True):
+        def fmt(key: str, spec: str = ".3f") -> str:
+            value = row.get(key)
+            return "n/a" if value is None else format(value, spec)
+        lines.append(
+            f"    {row['engine']:<22}hit {fmt('directional_accuracy')}  IC {fmt('ic')}  Sharpe {fmt('model_sharpe', '.2f')}"
+            f" (buy&hold {fmt('baseline_buy_and_hold_sharpe', '.2f')}, momentum {fmt('baseline_momentum_sign_sharpe', '.2f')})"
+            f"  DSR {fmt('model_dsr', '.2f')}"
+        )
+    if lake.has_table("decision_log"):
+        actions = lake.scan("decision_log").group_by("action").len().sort("action").collect()
+        lines.append("    consensus decisions: " + ", ".join(f"{a} {n:,}" for a, n in actions.iter_rows()))
+    return lines
+
+
 def summary_text(lake: Lake) -> str:
     try:
         report = lake.read_json(ingest.INTEGRITY_REPORT)
@@ -146,6 +166,7 @@ def summary_text(lake: Lake) -> str:
         for row in dnt.iter_rows(named=True):
             lines.append(f"    {row['symbol']:<14}{row['reason']}")
     lines += _feature_lines(lake)
+    lines += _training_lines(lake)
     lines.append("  tables written:")
     for table, count in table_counts(lake).items():
         lines.append(f"    {table:<24}{count:,} rows")

@@ -78,10 +78,15 @@ def evaluate_engines(
         sequence_cols=("engine", "fold"), n_trials=max(1, len(engines)),
         sharpe_std_across_trials=spread_of_trials,
     )
-    overall = _regression_metrics_for_regressors(evaluate_predictions(rows, group_by=("engine",), **common))
-    detail = _regression_metrics_for_regressors(
-        evaluate_predictions(rows, group_by=("engine", "fold", "symbol", "regime"), **common)
+    # one engine at a time: the baselines' positions (e.g. momentum's previous bar) are per symbol series
+    per_engine = [rows.filter(pl.col("engine") == engine) for engine in engines]
+    overall = _regression_metrics_for_regressors(
+        pl.concat([evaluate_predictions(r, group_by=("engine",), **common) for r in per_engine], how="diagonal_relaxed")
     )
+    detail = _regression_metrics_for_regressors(pl.concat(
+        [evaluate_predictions(r, group_by=("engine", "fold", "symbol", "regime"), **common) for r in per_engine],
+        how="diagonal_relaxed",
+    ))
     return Evaluation(overall, detail, costed, cost_summary(costed))
 
 

@@ -105,6 +105,9 @@ def test_evaluation_puts_every_metric_beside_the_baselines(frame):
     regressor = overall.filter(pl.col("engine") == "lightgbm_regressor")
     assert classifier["ece"].is_not_null().all() and classifier["rmse"].is_null().all()
     assert regressor["rmse"].is_not_null().all()
+    # the baselines run on the same rows for every engine
+    for column in ("baseline_momentum_sign_sharpe", "baseline_buy_and_hold_sharpe"):
+        assert classifier[column].to_list() == pytest.approx(regressor[column].to_list(), nan_ok=False)
     assert evaluation.detail.height > overall.height
     costs = evaluation.costs
     assert {"fee_bps", "half_spread_bps", "slippage_bps", "impact_bps", "funding_bps", "net_edge_bps"} <= set(costs.columns)
