@@ -182,3 +182,17 @@ def verify_manifest(directory: Path, *, engine: str | None = None) -> dict:
                 f"(manifest {expected[:12]}..., file {actual[:12]}...)"
             )
     return manifest.to_dict()
+
+
+CONFIG_FILE = "config.json"
+FORMAT_VERSION = 1
+
+
+def read_engine_config(directory: Path, engine: str) -> dict:
+    """Verify ``directory``'s manifest, then return its ``config.json`` if ``engine`` wrote it."""
+    directory = Path(directory)
+    verify_manifest(directory, engine=engine)
+    payload = read_json(directory, CONFIG_FILE)
+    if payload.get("format_version") != FORMAT_VERSION or payload.get("engine") != engine:
+        raise ArtifactError(f"{CONFIG_FILE} in {directory} is not a {engine} config (format {FORMAT_VERSION})")
+    return payload

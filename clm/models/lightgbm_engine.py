@@ -37,11 +37,12 @@ import polars as pl
 
 from clm.checks import is_finite_number, is_int
 from clm.models.artifacts import (
+    CONFIG_FILE,
+    FORMAT_VERSION,
     ArtifactError,
     ArtifactManifest,
     json_safe,
-    read_json,
-    verify_manifest,
+    read_engine_config,
     write_bytes,
     write_json,
     write_manifest,
@@ -49,8 +50,6 @@ from clm.models.artifacts import (
 from clm.models.base import EngineConfig, FitReport, LogFn, check_features, no_log, register_engine
 
 MODEL_FILE = "model.txt"
-CONFIG_FILE = "config.json"
-FORMAT_VERSION = 1
 UNKNOWN_CODE = 0
 OBJECTIVES = ("regression", "binary", "multiclass")
 METRICS = {"regression": "l2", "binary": "binary_logloss", "multiclass": "multi_logloss"}
@@ -364,12 +363,7 @@ class _LightGBMEngine:
     @classmethod
     def load(cls, directory: Path) -> _LightGBMEngine:
         directory = Path(directory)
-        verify_manifest(directory, engine=cls.name)
-        payload = read_json(directory, CONFIG_FILE)
-        if payload.get("format_version") != FORMAT_VERSION or payload.get("engine") != cls.name:
-            raise ArtifactError(
-                f"{CONFIG_FILE} in {directory} is not a {cls.name} config (format {FORMAT_VERSION})"
-            )
+        payload = read_engine_config(directory, cls.name)
         import lightgbm as lgb
 
         engine = cls(cls.config_class.from_dict(payload["config"]))

@@ -37,7 +37,6 @@ def patch_count(context_length: int, patch_length: int, stride: int) -> int:
 def _classes() -> dict[str, type]:
     """The nn.Module classes, defined on first use so importing this module does not import torch."""
     import torch
-    import torch.nn.functional as F
     from torch import nn
 
     class RevIN(nn.Module):

@@ -55,12 +55,14 @@ from typing import Any, ClassVar
 import numpy as np
 import polars as pl
 
+from clm.checks import is_finite_number, is_int
 from clm.models.artifacts import (
+    CONFIG_FILE,
+    FORMAT_VERSION,
     ArtifactError,
     ArtifactManifest,
     json_safe,
-    read_json,
-    verify_manifest,
+    read_engine_config,
     write_bytes,
     write_json,
     write_manifest,
@@ -70,22 +72,11 @@ from clm.models.windows import TRANSFORMS, SeriesWindows, make_windows
 
 WEIGHTS_FILE = "weights.pt"
 SCRIPT_FILE = "model.ts"
-CONFIG_FILE = "config.json"
-FORMAT_VERSION = 1
 DEVICES = ("auto", "cpu", "cuda")
 LOSSES = ("mae", "mse")
 FIT_SUMMARY_KEYS = (
     "best_iteration", "best_step", "steps", "best_validation_loss", "train_rows", "validation_rows"
 )
-
-
-def _is_int(v: Any) -> bool:
-    return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
-
-
-def _is_num(v: Any) -> bool:
-    number = isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
-    return number and math.isfinite(v)
 
 
 class _Checker:
@@ -105,12 +96,12 @@ class _Checker:
         v = self.value(name)
         if optional and v is None:
             return
-        if not _is_int(v) or v < low or (high is not None and v > high):
+        if not is_int(v) or v < low or (high is not None and v > high):
             self.fail(name, f"an int in [{low}, {high}]" if high is not None else f"an int >= {low}")
 
     def num(self, name: str, low: float, high: float, high_open: bool = False) -> None:
         v = self.value(name)
-        ok = _is_num(v) and low <= v and (v < high if high_open else v <= high)
+        ok = is_finite_number(v) and low <= v and (v < high if high_open else v <= high)
         if not ok:
             self.fail(name, f"a number in [{low}, {high}{')' if high_open else ']'}")
 
@@ -127,7 +118,7 @@ class _Checker:
         if isinstance(v, list):
             v = tuple(v)
             object.__setattr__(self.config, name, v)
-        if not isinstance(v, tuple) or not v or not all(_is_int(x) and low <= x <= high for x in v):
+        if not isinstance(v, tuple) or not v or not all(is_int(x) and low <= x <= high for x in v):
             self.fail(name, f"a non-empty tuple of ints in [{low}, {high}]")
         if length is not None and len(v) != length:
             self.fail(name, f"a tuple of {length} ints (one per stack)")
@@ -170,7 +161,7 @@ class TorchConfig(EngineConfig):
         c.int("output_start", 1, 48)
         c.int("output_steps", 1, 48)
         last_step = self.output_start + self.output_steps - 1
-        if _is_int(self.prediction_length) and last_step > self.prediction_length:
+        if is_int(self.prediction_length) and last_step > self.prediction_length:
             c.fail(
                 "output_steps",
                 f"<= prediction_length - output_start + 1 (the last step summed must be forecast; "
@@ -187,7 +178,7 @@ class TorchConfig(EngineConfig):
         c.int("early_stopping_patience", 1)
         c.int("lr_patience", 0)
         c.num("lr_factor", 0.0, 1.0, high_open=True)
-        if not (_is_num(self.lr_factor) and self.lr_factor > 0):
+        if not (is_finite_number(self.lr_factor) and self.lr_factor > 0):
             c.fail("lr_factor", "a number in (0, 1)")
         c.num("gradient_clip", 0.0, 1e6)
         c.int("seed", 0, 2**63 - 1)
@@ -561,12 +552,7 @@ class TorchEngine:
         import torch
 
         directory = Path(directory)
-        verify_manifest(directory, engine=cls.name)
-        payload = read_json(directory, CONFIG_FILE)
-        if payload.get("format_version") != FORMAT_VERSION or payload.get("engine") != cls.name:
-            raise ArtifactError(
-                f"{CONFIG_FILE} in {directory} is not a {cls.name} config (format {FORMAT_VERSION})"
-            )
+        payload = read_engine_config(directory, cls.name)
         engine = cls(cls.config_class.from_dict(payload["config"]))
         engine.features = list(payload["features"])
         engine.target = payload.get("target")
