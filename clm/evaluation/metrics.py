@@ -219,7 +219,6 @@ def expected_calibration_error(prob: ArrayLike, outcome: ArrayLike, n_bins: int 
     if not len(p):
         return NAN
     bins = np.minimum((p * n_bins).astype(int), n_bins - 1)
-    count = np.bincount(bins, minlength=n_bins)
     hits = np.bincount(bins, weights=y, minlength=n_bins)
     gap = np.abs(hits - np.bincount(bins, weights=p, minlength=n_bins))
     return float(gap.sum() / len(p))  # sum_b n_b/N * |mean y_b - mean p_b| = sum_b |sum y_b - sum p_b| / N
