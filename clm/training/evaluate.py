@@ -24,7 +24,7 @@ _BAR_COLUMNS = ("symbol", "timestamp", "close", "high", "low", "volume", "quote_
 class Evaluation:
     overall: pl.DataFrame  # one row per engine
     detail: pl.DataFrame  # one row per engine, fold, symbol and regime
-    costs: pl.DataFrame  # per prediction: gross edge, each cost component, net edge (bps)
+    costs: pl.DataFrame  # per prediction: expected and realised edge, each cost component, net edges (bps)
     cost_summary: dict
 
 
@@ -53,16 +53,26 @@ def evaluate_engines(
 ) -> Evaluation:
     """Metrics per engine (and per fold, symbol and regime) with costs, beside the baselines."""
     rows = _with_positions(predictions, candles)
-    # realised gross edge of holding the position over the label horizon, and what it costs
-    rows = rows.with_columns((pl.col("position") * pl.col("target_return") * 1e4).alias("edge_bps"))
+    # what each trade is expected to make (the engine's own forecast) against what it would cost:
+    # only trades whose expected edge clears the costs by min_edge_after_cost_bps are taken
     costed = trade_costs(
-        rows.select("engine", "fold", "symbol", "timestamp", "regime", "position", "edge_bps",
+        rows.select("engine", "fold", "symbol", "timestamp", "regime", "position",
+                    pl.col("expected_edge_bps").fill_null(0.0).alias("edge_bps"),
                     *[c for c in ("close", "high", "low", "volume", "quote_volume", "spread_bps", "is_filled")
                       if c in rows.columns]),
         cost_config, notional=notional, holding_bars=horizon, timeframe_seconds=timeframe_seconds,
         funding=funding, latency_bars=1,
     )
-    rows = rows.with_columns(costed["one_way_cost_bps"].alias("cost_bps"))
+    rows = rows.with_columns(
+        costed["one_way_cost_bps"].alias("cost_bps"),
+        pl.when(costed["tradable"]).then(pl.col("position")).otherwise(0.0).alias("position"),
+    )
+    summary = cost_summary(costed.with_columns(rows["position"]))  # over the trades actually taken
+    realised = (rows["position"] * rows["target_return"] * 1e4).alias("realised_edge_bps")
+    costed = costed.rename({"edge_bps": "expected_edge_bps", "net_edge_bps": "expected_net_edge_bps"}).with_columns(
+        realised, (realised - costed["total_cost_bps"]).alias("realised_net_edge_bps"),
+        rows["position"].alias("position_taken"),
+    )
     periods = 365 * 86_400 / timeframe_seconds
     engines = rows["engine"].unique().sort().to_list()
     sharpes = []
@@ -87,7 +97,7 @@ def evaluate_engines(
         [evaluate_predictions(r, group_by=("engine", "fold", "symbol", "regime"), **common) for r in per_engine],
         how="diagonal_relaxed",
     ))
-    return Evaluation(overall, detail, costed, cost_summary(costed))
+    return Evaluation(overall, detail, costed, summary)
 
 
 def _regression_metrics_for_regressors(table: pl.DataFrame) -> pl.DataFrame:

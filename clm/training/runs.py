@@ -27,7 +27,7 @@ from clm.models.base import check_features, engine_class, engine_from_config
 LogFn = Callable[[str], None]
 _NON_FEATURES = {*KEY_COLUMNS, WARM, "date", "version"}
 PREDICTION_COLUMNS = ("engine", "fold", "symbol", "timestamp", "regime", "prediction", "signal",
-                      "probability", "target_return", "return_1", "label_end")
+                      "probability", "expected_edge_bps", "target_return", "return_1", "label_end")
 
 
 @dataclass(frozen=True)
@@ -188,6 +188,12 @@ def walk_forward(
             f"{engine} fold {fold.fold + 1}/{len(folds)}: trained on {train.height:,} rows, "
             f"validated on {validation.height:,}, tested on {test.height:,} (best iteration {report.best_iteration})"
         )
+        if task == "classification":
+            # a probability has no size: scale the signal by the typical move of the training rows
+            typical_move = float(train.select(pl.col(config.target).abs().median()).item() or 0.0)
+            expected = (2.0 * predicted - 1.0) * typical_move
+        else:
+            expected = predicted
         predictions.append(
             test.select(
                 pl.lit(engine).alias("engine"), pl.lit(fold.fold, dtype=pl.Int32).alias("fold"), "symbol",
@@ -195,6 +201,7 @@ def walk_forward(
                 to_signal(predicted, "probability" if task == "classification" else "return"),
                 pl.Series("probability", predicted if task == "classification" else np.full(len(predicted), np.nan))
                 .fill_nan(None),
+                pl.Series("expected_edge_bps", expected * 1e4).fill_nan(None),
                 pl.col(config.target).alias("target_return"),
                 "return_1", "label_end",
             )

@@ -110,7 +110,12 @@ def test_evaluation_puts_every_metric_beside_the_baselines(frame):
         assert classifier[column].to_list() == pytest.approx(regressor[column].to_list(), nan_ok=False)
     assert evaluation.detail.height > overall.height
     costs = evaluation.costs
-    assert {"fee_bps", "half_spread_bps", "slippage_bps", "impact_bps", "funding_bps", "net_edge_bps"} <= set(costs.columns)
+    assert {"fee_bps", "half_spread_bps", "slippage_bps", "impact_bps", "funding_bps", "expected_edge_bps",
+            "expected_net_edge_bps", "realised_edge_bps", "realised_net_edge_bps", "tradable"} <= set(costs.columns)
+    # a trade is only taken when its expected edge clears the costs
+    taken = costs.filter(pl.col("position_taken") != 0)
+    assert (taken["expected_net_edge_bps"] >= 0).all()
+    assert costs.filter(~pl.col("tradable"))["position_taken"].eq(0).all()
     assert costs.height == sum(r.predictions.height for r in runs)
 
 
