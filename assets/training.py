@@ -38,6 +38,7 @@ class TrainingAssetConfig(dg.Config):
     horizon: int = Field(12, description="label horizon in bars (labels must include it and 1)")
     n_folds: int = Field(5, description="purged walk-forward folds")
     embargo_bars: int = Field(12, description="bars between a training label's end and the next window")
+    pooled: bool = Field(True, description="one model across the universe (true) or one per symbol (false)")
     engine_options: str = Field("{}", description="JSON object of engine options, e.g. {\"num_leaves\": 31}")
 
     def configs(self) -> tuple[TrainingConfig, dict]:
@@ -46,7 +47,7 @@ class TrainingAssetConfig(dg.Config):
             if not isinstance(options, dict):
                 raise ValueError("engine_options must be a JSON object")
             split = SplitConfig(n_folds=self.n_folds, embargo_bars=self.embargo_bars)
-            return TrainingConfig(horizon=self.horizon, split=split), options
+            return TrainingConfig(horizon=self.horizon, split=split, pooled=self.pooled), options
         except ValueError as exc:
             raise dg.Failure(f"invalid training config: {exc}") from exc
 

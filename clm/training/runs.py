@@ -23,6 +23,7 @@ from clm.evaluation.splits import SplitConfig, assign_folds, fold_audit, make_fo
 from clm.features.build import KEY_COLUMNS, WARM, drop_warmup
 from clm.features.normalise import fit_scaler
 from clm.models.base import check_features, engine_class, engine_from_config
+from clm.models.per_symbol import PerSymbolModel
 
 LogFn = Callable[[str], None]
 _NON_FEATURES = {*KEY_COLUMNS, WARM, "date", "version"}
@@ -39,6 +40,7 @@ class TrainingConfig:
     split: SplitConfig = field(default_factory=SplitConfig)
     scaler_method: str = "robust"
     include_symbol: bool = True  # pooled engines see the symbol as a categorical feature
+    pooled: bool = True  # one model across the universe; False: one model per symbol
 
     def __post_init__(self) -> None:
         if not is_int(self.horizon) or self.horizon < 1:
@@ -47,6 +49,8 @@ class TrainingConfig:
             raise ValueError(f"latency_bars must be an int >= 0, got {self.latency_bars!r}")
         if self.scaler_method not in ("robust", "zscore"):
             raise ValueError(f"scaler_method must be 'robust' or 'zscore', got {self.scaler_method!r}")
+        if not isinstance(self.pooled, bool):
+            raise ValueError(f"pooled must be true or false, got {self.pooled!r}")
         if not isinstance(self.split, SplitConfig):
             raise ValueError("split must be a clm.evaluation.SplitConfig")
 
@@ -95,7 +99,7 @@ def feature_columns(frame: pl.DataFrame, config: TrainingConfig) -> list[str]:
     """Every feature column of the frame (the feature store version decides what they are)."""
     excluded = _NON_FEATURES | {config.target, "label_end", "return_1", "regime"}
     names = [c for c in frame.columns if c not in excluded and frame.schema[c].is_numeric()]
-    return (["symbol"] if config.include_symbol else []) + names
+    return (["symbol"] if config.include_symbol and config.pooled else []) + names
 
 
 @dataclass
@@ -159,52 +163,81 @@ def walk_forward(
     predictions, reports, model = [], [], None
     for fold in folds:
         split = assign_folds(frame, fold)
-        train = split.filter(pl.col("split") == "train")
-        validation = split.filter(pl.col("split") == "validation")
-        test = split.filter(pl.col("split") == "test")
-        fit_options: dict[str, Any] = {}
-        if sequence:
-            # whole time ranges whose windows' targets stop before the next window (purge + embargo)
-            ts = pl.col("timestamp")
-            train = split.filter((ts >= fold.train_start) & (ts < fold.validation_start - fold.embargo))
-            validation = split.filter((ts >= fold.validation_start) & (ts < fold.test_start - fold.embargo))
-        if takes_scaler and numeric:
-            # the scaler sees the training rows only (their timestamps all precede validation_start)
-            fit_options["scaler"] = fit_scaler(train, numeric, train_end=fold.validation_start,
-                                               method=config.scaler_method)
-        model = engine_from_config(engine, engine_config)
-        report = model.fit(
-            train, validation, features=features, target=config.target, feature_version=feature_version,
-            log=lambda m, f=fold.fold: log(f"{engine} fold {f + 1}/{len(folds)}: {m}"), **fit_options,
-        )
-        if sequence:  # forecast from the history before and inside the test window (inputs <= anchor)
-            history = split.filter(pl.col("timestamp") < fold.test_end)
-            in_test = (history["split"] == "test").fill_null(False).to_numpy()
-            predicted = np.asarray(model.predict(history), dtype=np.float64)[in_test]
-        else:
-            predicted = np.asarray(model.predict(test), dtype=np.float64)
-        reports.append({"fold": fold.fold, **report.to_dict()})
-        log(
-            f"{engine} fold {fold.fold + 1}/{len(folds)}: trained on {train.height:,} rows, "
-            f"validated on {validation.height:,}, tested on {test.height:,} (best iteration {report.best_iteration})"
-        )
-        if task == "classification":
-            # a probability has no size: scale the signal by the typical move of the training rows
-            typical_move = float(train.select(pl.col(config.target).abs().median()).item() or 0.0)
-            expected = (2.0 * predicted - 1.0) * typical_move
-        else:
-            expected = predicted
-        predictions.append(
-            test.select(
-                pl.lit(engine).alias("engine"), pl.lit(fold.fold, dtype=pl.Int32).alias("fold"), "symbol",
-                "timestamp", "regime", pl.Series("prediction", predicted),
-                to_signal(predicted, "probability" if task == "classification" else "return"),
-                pl.Series("probability", predicted if task == "classification" else np.full(len(predicted), np.nan))
-                .fill_nan(None),
-                pl.Series("expected_edge_bps", expected * 1e4).fill_nan(None),
-                pl.col(config.target).alias("target_return"),
-                "return_1", "label_end",
+        groups = [(None, split)] if config.pooled else split.partition_by("symbol", as_dict=True).items()
+        models: dict[str, Any] = {}
+        for key, rows in sorted(groups, key=lambda item: str(item[0])):
+            symbol = key[0] if isinstance(key, tuple) else key
+            where = f"{engine} fold {fold.fold + 1}/{len(folds)}" + (f" {symbol}" if symbol else "")
+            fitted, test, predicted, report = _fit_fold(
+                rows, fold, engine, engine_config, config, features, numeric, sequence, takes_scaler,
+                feature_version, lambda m, w=where: log(f"{where}: {m}"),
             )
-        )
+            if fitted is not None:
+                if symbol is None:
+                    model = fitted
+                else:
+                    models[symbol] = fitted
+                reports.append({"fold": fold.fold, **({"symbol": symbol} if symbol else {}), **report.to_dict()})
+            predictions.append(_prediction_rows(test, predicted, rows, engine, fold.fold, task, config))
+        if not config.pooled:
+            model = PerSymbolModel(engine, models)
     out = pl.concat(predictions) if predictions else pl.DataFrame()
     return EngineRun(engine, out, audit, reports, model, time.perf_counter() - started, features)
+
+
+def _fit_fold(rows, fold, engine, engine_config, config, features, numeric, sequence, takes_scaler,
+              feature_version, log):
+    """Fit on ``rows``' training part of ``fold``, predict its test part: (model, test, predictions, report).
+
+    A series too short to train on in this fold (no training or validation rows) predicts nothing.
+    """
+    train = rows.filter(pl.col("split") == "train")
+    validation = rows.filter(pl.col("split") == "validation")
+    test = rows.filter(pl.col("split") == "test")
+    if sequence:
+        # whole time ranges whose windows' targets stop before the next window (purge + embargo)
+        ts = pl.col("timestamp")
+        train = rows.filter((ts >= fold.train_start) & (ts < fold.validation_start - fold.embargo))
+        validation = rows.filter((ts >= fold.validation_start) & (ts < fold.test_start - fold.embargo))
+    labelled = pl.col(config.target).is_not_null()
+    if train.filter(labelled).is_empty() or validation.filter(labelled).is_empty():
+        log(f"no training or validation rows in this fold: {test.height:,} test rows left unpredicted")
+        return None, test, np.full(test.height, np.nan), None
+    fit_options: dict[str, Any] = {}
+    if takes_scaler and numeric:
+        # the scaler sees the training rows only (their timestamps all precede validation_start)
+        fit_options["scaler"] = fit_scaler(train, numeric, train_end=fold.validation_start, method=config.scaler_method)
+    model = engine_from_config(engine, engine_config)
+    report = model.fit(train, validation, features=features, target=config.target, feature_version=feature_version,
+                       log=log, **fit_options)
+    if sequence:  # forecast from the history before and inside the test window (inputs <= anchor)
+        history = rows.filter(pl.col("timestamp") < fold.test_end)
+        in_test = (history["split"] == "test").fill_null(False).to_numpy()
+        predicted = np.asarray(model.predict(history), dtype=np.float64)[in_test]
+    else:
+        predicted = np.asarray(model.predict(test), dtype=np.float64)
+    log(f"trained on {train.height:,} rows, validated on {validation.height:,}, tested on {test.height:,} "
+        f"(best iteration {report.best_iteration})")
+    return model, test, predicted, report
+
+
+def _prediction_rows(test, predicted, rows, engine, fold, task, config) -> pl.DataFrame:
+    train = rows.filter(pl.col("split") == "train")
+    if task == "classification":
+        # a probability has no size: scale the signal by the typical move of the training rows
+        typical_move = float(train.select(pl.col(config.target).abs().median()).item() or 0.0)
+        expected = (2.0 * predicted - 1.0) * typical_move
+    else:
+        expected = predicted
+    finite = predicted[np.isfinite(predicted)]
+    kind = "probability" if task == "classification" else "return"
+    signal = to_signal(predicted, kind) if finite.size else pl.Series("signal", np.full(len(predicted), None), pl.Float64)
+    return test.select(
+        pl.lit(engine).alias("engine"), pl.lit(fold, dtype=pl.Int32).alias("fold"), "symbol",
+        "timestamp", "regime", pl.Series("prediction", predicted).fill_nan(None), signal,
+        pl.Series("probability", predicted if task == "classification" else np.full(len(predicted), np.nan))
+        .fill_nan(None),
+        pl.Series("expected_edge_bps", expected * 1e4).fill_nan(None),
+        pl.col(config.target).alias("target_return"),
+        "return_1", "label_end",
+    )

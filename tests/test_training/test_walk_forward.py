@@ -130,3 +130,22 @@ def test_sequence_engines_forecast_the_label_from_history(frame, engine):
     assert run.predictions["prediction"].is_not_null().mean() > 0.95
     assert run.predictions["signal"].drop_nulls().is_between(-1, 1).all()
     assert run.model.config.output_start == 2 and run.model.config.output_steps == 12
+
+
+def test_per_symbol_training_saves_and_reloads_one_model_per_symbol(frame, tmp_path):
+    from clm.models.artifacts import ArtifactError
+    from clm.models.per_symbol import PerSymbolModel
+
+    config = TrainingConfig(horizon=12, split=SplitConfig(n_folds=3, embargo_bars=12), pooled=False)
+    run = walk_forward(frame, "lightgbm_regressor", FAST, config, timeframe_seconds=300)
+    symbols = sorted(frame["symbol"].unique())
+    assert sorted(run.model.models) == symbols and "symbol" not in run.features
+    assert sorted({r["symbol"] for r in run.reports}) == symbols and len(run.reports) == 3 * len(symbols)
+    assert run.predictions.height == run.audit["rows_test"].sum()
+    run.model.save(tmp_path / "m")
+    loaded = PerSymbolModel.load(tmp_path / "m")
+    sample = frame.tail(500)
+    assert np.array_equal(loaded.predict(sample), run.model.predict(sample), equal_nan=True)
+    (tmp_path / "m" / symbols[0] / "model.txt").write_text("tampered")
+    with pytest.raises(ArtifactError, match="model.txt"):
+        PerSymbolModel.load(tmp_path / "m")
