@@ -48,9 +48,9 @@ from clm.models.artifacts import (
     write_manifest,
 )
 from clm.models.base import EngineConfig, FitReport, LogFn, check_features, no_log, register_engine
+from clm.models.tabular import UNKNOWN_CODE, categorical_vocabulary, drop_missing_target, encode_features
 
 MODEL_FILE = "model.txt"
-UNKNOWN_CODE = 0
 OBJECTIVES = ("regression", "binary", "multiclass")
 METRICS = {"regression": "l2", "binary": "binary_logloss", "multiclass": "multi_logloss"}
 MULTICLASS_LABELS = (-1, 0, 1)
@@ -143,10 +143,6 @@ class LightGBMClassifierConfig(LightGBMConfig):
     objective: str = "binary"
 
 
-def _is_categorical(dtype: pl.DataType) -> bool:
-    return isinstance(dtype, (pl.String, pl.Categorical, pl.Enum))
-
-
 class _LightGBMEngine:
     """Shared body of the two registered engines (see the module doc)."""
 
@@ -175,31 +171,7 @@ class _LightGBMEngine:
 
     # ---------------------------------------------------------------- data preparation
     def _encode(self, frame: pl.DataFrame) -> pl.DataFrame:
-        """Feature columns only, in order: categoricals -> Int32 codes, booleans -> Int8."""
-        if self.scaler is not None:
-            from clm.features.normalise import FeatureScaler
-
-            frame = FeatureScaler.from_dict(self.scaler).transform(frame)
-        exprs = []
-        schema = frame.schema
-        for name in self.features:
-            if name in self.categorical:
-                vocab = self.categorical[name]
-                keys = pl.Series(vocab, dtype=pl.String)
-                codes = pl.Series(np.arange(1, len(vocab) + 1, dtype=np.int32))
-                exprs.append(
-                    pl.col(name)
-                    .cast(pl.String)
-                    .replace_strict(keys, codes, default=UNKNOWN_CODE, return_dtype=pl.Int32)
-                    .alias(name)
-                )
-            elif schema[name] == pl.Boolean:
-                exprs.append(pl.col(name).cast(pl.Int8))
-            elif schema[name].is_numeric():
-                exprs.append(pl.col(name))
-            else:
-                raise ValueError(f"feature {name!r} has unsupported dtype {schema[name]}")
-        return frame.select(exprs)
+        return encode_features(frame, self.features, self.categorical, self.scaler)
 
     def _labels(self, values: pl.Series) -> np.ndarray:
         y = values.cast(pl.Float64).to_numpy()
@@ -209,16 +181,6 @@ class _LightGBMEngine:
         if objective == "binary":
             return (y > 0).astype(np.float64)
         return np.sign(y) + 1.0  # -1, 0, 1 -> classes 0, 1, 2
-
-    def _clean(self, frame: pl.DataFrame, target: str, what: str, log: LogFn) -> pl.DataFrame:
-        t = pl.col(target).cast(pl.Float64)
-        kept = frame.filter(t.is_not_null() & t.is_finite())
-        dropped = frame.height - kept.height
-        if dropped:
-            log(f"[{self.name}] {what}: dropped {dropped} rows without a finite {target!r}")
-        if kept.height == 0:
-            raise ValueError(f"{what} has no rows with a finite {target!r}")
-        return kept
 
     # ---------------------------------------------------------------- Engine API
     def fit(
@@ -242,13 +204,9 @@ class _LightGBMEngine:
         cfg = self.config
         self.features, self.target, self.feature_version = list(features), target, feature_version
         self.scaler = scaler.to_dict() if hasattr(scaler, "to_dict") else scaler
-        train = self._clean(train, target, "train frame", log)
-        validation = self._clean(validation, target, "validation frame", log)
-        self.categorical = {
-            name: sorted(train.get_column(name).cast(pl.String).drop_nulls().unique().to_list())
-            for name in features
-            if _is_categorical(train.schema[name])
-        }
+        train = drop_missing_target(train, target, what="train frame", log=log, engine=self.name)
+        validation = drop_missing_target(validation, target, what="validation frame", log=log, engine=self.name)
+        self.categorical = categorical_vocabulary(train, features)
         params = cfg.params()
         y_train, y_valid = self._labels(train[target]), self._labels(validation[target])
         train_set = lgb.Dataset(

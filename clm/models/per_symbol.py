@@ -15,9 +15,15 @@ import numpy as np
 import polars as pl
 
 from clm.data.schema import SYMBOL_PATTERN
-from clm.models.artifacts import ArtifactError, ArtifactManifest, read_json, read_manifest, verify_manifest
+from clm.models.artifacts import (
+    ArtifactError,
+    ArtifactManifest,
+    read_json,
+    read_manifest,
+    verify_manifest,
+    write_manifest,
+)
 from clm.models.artifacts import write_json as write_artifact_json
-from clm.models.artifacts import write_manifest
 
 ENGINE = "per_symbol"
 SYMBOLS_FILE = "symbols.json"

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import importlib.util
 import time
-from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -47,7 +46,12 @@ from clm.models.artifacts import (
     write_manifest,
 )
 from clm.models.base import EngineConfig, FitReport, LogFn, check_features, no_log, register_engine
-from clm.models.lightgbm_engine import UNKNOWN_CODE, _is_categorical
+from clm.models.tabular import (
+    UNKNOWN_CODE,
+    categorical_vocabulary,
+    drop_missing_target,
+    encode_features,
+)
 
 INSTALL_HINT = "xgboost is not installed; install the extra: pip install 'clm[xgboost]'"
 if importlib.util.find_spec("xgboost") is None:  # cheap: finds, does not import
@@ -63,65 +67,6 @@ MULTICLASS_LABELS = (-1, 0, 1)
 
 # ------------------------------------------------------------------ shared tabular helpers
 # Engine-agnostic; candidates for a shared module used by the LightGBM engine too.
-def categorical_vocabulary(frame: pl.DataFrame, features: Iterable[str]) -> dict[str, list[str]]:
-    """Column -> sorted distinct non-null values, for every String/Categorical/Enum feature."""
-    return {
-        name: sorted(frame.get_column(name).cast(pl.String).drop_nulls().unique().to_list())
-        for name in features
-        if _is_categorical(frame.schema[name])
-    }
-
-
-def encode_features(
-    frame: pl.DataFrame,
-    features: list[str],
-    categorical: dict[str, list[str]],
-    scaler: dict | None = None,
-) -> pl.DataFrame:
-    """Feature columns only, in order: categoricals -> Int32 codes (vocabulary index + 1, unknown
-    or null -> ``UNKNOWN_CODE``), booleans -> Int8, numerics as they are. ``scaler`` (a
-    ``FeatureScaler`` dict) is applied first."""
-    if scaler is not None:
-        from clm.features.normalise import FeatureScaler
-
-        frame = FeatureScaler.from_dict(scaler).transform(frame)
-    exprs = []
-    schema = frame.schema
-    for name in features:
-        if name in categorical:
-            vocab = categorical[name]
-            keys = pl.Series(vocab, dtype=pl.String)
-            codes = pl.Series(np.arange(1, len(vocab) + 1, dtype=np.int32))
-            exprs.append(
-                pl.col(name)
-                .cast(pl.String)
-                .replace_strict(keys, codes, default=UNKNOWN_CODE, return_dtype=pl.Int32)
-                .fill_null(UNKNOWN_CODE)
-                .alias(name)
-            )
-        elif schema[name] == pl.Boolean:
-            exprs.append(pl.col(name).cast(pl.Int8))
-        elif schema[name].is_numeric():
-            exprs.append(pl.col(name))
-        else:
-            raise ValueError(f"feature {name!r} has unsupported dtype {schema[name]}")
-    return frame.select(exprs)
-
-
-def drop_missing_target(
-    frame: pl.DataFrame, target: str, *, what: str, log: LogFn = no_log, engine: str = ""
-) -> pl.DataFrame:
-    """Rows with a finite target only; logs how many were dropped, raises if none is left."""
-    t = pl.col(target).cast(pl.Float64)
-    kept = frame.filter(t.is_not_null() & t.is_finite())
-    dropped = frame.height - kept.height
-    if dropped:
-        log(f"[{engine}] {what}: dropped {dropped} rows without a finite {target!r}")
-    if kept.height == 0:
-        raise ValueError(f"{what} has no rows with a finite {target!r}")
-    return kept
-
-
 # ------------------------------------------------------------------ config
 @dataclass(frozen=True)
 class XGBoostConfig(EngineConfig):

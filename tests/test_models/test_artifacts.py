@@ -104,6 +104,7 @@ def test_check_features_names_missing_columns():
 
 
 def test_registry(monkeypatch):
+    base.load_engines()  # register every real engine first, so the copy below does not swallow them
     monkeypatch.setattr(base, "ENGINES", dict(base.ENGINES))
 
     @dataclass(frozen=True)
