@@ -8,6 +8,7 @@ the model of the last fold (the most history) is the one kept.
 
 from __future__ import annotations
 
+import datetime as dt
 import inspect
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -170,7 +171,7 @@ def walk_forward(
             where = f"{engine} fold {fold.fold + 1}/{len(folds)}" + (f" {symbol}" if symbol else "")
             fitted, test, predicted, report = _fit_fold(
                 rows, fold, engine, engine_config, config, features, numeric, sequence, takes_scaler,
-                feature_version, lambda m, w=where: log(f"{where}: {m}"),
+                feature_version, lambda m, w=where: log(f"{w}: {m}"), timeframe_seconds,
             )
             if fitted is not None:
                 if symbol is None:
@@ -186,7 +187,7 @@ def walk_forward(
 
 
 def _fit_fold(rows, fold, engine, engine_config, config, features, numeric, sequence, takes_scaler,
-              feature_version, log):
+              feature_version, log, timeframe_seconds):
     """Fit on ``rows``' training part of ``fold``, predict its test part: (model, test, predictions, report).
 
     A series too short to train on in this fold (no training or validation rows) predicts nothing.
@@ -211,7 +212,9 @@ def _fit_fold(rows, fold, engine, engine_config, config, features, numeric, sequ
     report = model.fit(train, validation, features=features, target=config.target, feature_version=feature_version,
                        log=log, **fit_options)
     if sequence:  # forecast from the history before and inside the test window (inputs <= anchor)
-        history = rows.filter(pl.col("timestamp") < fold.test_end)
+        context = dt.timedelta(seconds=model.config.context_length * timeframe_seconds)
+        ts = pl.col("timestamp")
+        history = rows.filter((ts >= fold.test_start - context) & (ts < fold.test_end))
         in_test = (history["split"] == "test").fill_null(False).to_numpy()
         predicted = np.asarray(model.predict(history), dtype=np.float64)[in_test]
     else:
