@@ -47,6 +47,7 @@ import io
 import math
 import time
 import warnings
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -372,7 +373,7 @@ def torchscript_bytes(module: Any, example: Any) -> bytes:
     return out.getvalue()
 
 
-class TorchEngine:
+class TorchEngine(ABC):
     """Base of ``NHITSEngine`` / ``PatchTSTEngine``: fit/predict/save/load/metadata."""
 
     name: ClassVar[str]
@@ -398,8 +399,9 @@ class TorchEngine:
         self.module: Any = None
 
     # ------------------------------------------------------------------ subclass hooks
-    def build_module(self, n_channels: int) -> Any:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abstractmethod
+    def build_module(self, n_channels: int) -> Any:
+        """The torch module for ``n_channels`` input channels (each model defines its own)."""
 
     def _prepare_module(self, module: Any, train: SeriesWindows) -> None:
         """Hook run before training (N-HiTS sets its input scaler)."""
