@@ -37,18 +37,10 @@ import polars as pl
 
 from clm.checks import is_finite_number, is_int
 from clm.models.artifacts import (
-    CONFIG_FILE,
-    FORMAT_VERSION,
     ArtifactError,
-    ArtifactManifest,
-    json_safe,
-    read_engine_config,
-    write_bytes,
-    write_json,
-    write_manifest,
 )
 from clm.models.base import EngineConfig, FitReport, LogFn, check_features, no_log, register_engine
-from clm.models.tabular import UNKNOWN_CODE, categorical_vocabulary, drop_missing_target, encode_features
+from clm.models.tabular import TabularEngine, categorical_vocabulary, drop_missing_target, encode_features
 
 MODEL_FILE = "model.txt"
 OBJECTIVES = ("regression", "binary", "multiclass")
@@ -143,31 +135,13 @@ class LightGBMClassifierConfig(LightGBMConfig):
     objective: str = "binary"
 
 
-class _LightGBMEngine:
+class _LightGBMEngine(TabularEngine):
     """Shared body of the two registered engines (see the module doc)."""
 
-    name: ClassVar[str]
-    task: ClassVar[str]
     config_class: ClassVar[type[LightGBMConfig]] = LightGBMConfig
-    objectives: ClassVar[tuple[str, ...]] = ()
-
-    def __init__(self, config: LightGBMConfig | None = None):
-        config = config if config is not None else self.config_class()
-        if not isinstance(config, LightGBMConfig):
-            raise ValueError(f"{self.name} takes a LightGBMConfig, got {type(config).__name__}")
-        if config.objective not in self.objectives:
-            raise ValueError(
-                f"{self.name}: objective must be one of {self.objectives}, got {config.objective!r}"
-            )
-        self.config = config
-        self.features: list[str] = []
-        self.target: str | None = None
-        self.categorical: dict[str, list[str]] = {}  # column -> sorted vocabulary (code = index + 1)
-        self.scaler: dict | None = None
-        self.feature_version: str | None = None
-        self.report: FitReport | None = None
-        self.fit_summary: dict[str, Any] = {}
-        self._booster: Any = None
+    base_config: ClassVar[type] = LightGBMConfig
+    library: ClassVar[str] = "lightgbm"
+    model_file: ClassVar[str] = MODEL_FILE
 
     # ---------------------------------------------------------------- data preparation
     def _encode(self, frame: pl.DataFrame) -> pl.DataFrame:
@@ -266,11 +240,6 @@ class _LightGBMEngine:
         )
         return self.report
 
-    def _require_fitted(self) -> Any:
-        if self._booster is None:
-            raise RuntimeError(f"{self.name} is not fitted (call fit or load first)")
-        return self._booster
-
     def predict_raw(self, frame: pl.DataFrame) -> np.ndarray:
         booster = self._require_fitted()
         check_features(frame, self.features, what="prediction frame")
@@ -292,70 +261,27 @@ class _LightGBMEngine:
         values = booster.feature_importance(importance_type=kind)
         return {name: float(v) for name, v in zip(self.features, values, strict=True)}
 
-    def _config_payload(self) -> dict:
+    def _model_bytes(self, booster: Any) -> bytes:
+        return booster.model_to_string().encode()
+
+    def _read_model(self, path: Path) -> Any:
         import lightgbm as lgb
 
-        return json_safe({
-            "format_version": FORMAT_VERSION,
-            "engine": self.name,
-            "task": self.task,
-            "config": self.config.to_dict(),
-            "features": self.features,
-            "target": self.target,
-            "categorical": self.categorical,
-            "unknown_code": UNKNOWN_CODE,
-            "scaler": self.scaler,
-            "feature_version": self.feature_version,
-            "fit": self.fit_summary,
-            "lightgbm_version": lgb.__version__,
-        })
+        try:
+            booster = lgb.Booster(model_file=str(path))
+        except lgb.basic.LightGBMError as exc:
+            raise ArtifactError(f"{path} is not a valid LightGBM model: {exc}") from exc
+        booster.params["num_threads"] = self.config.num_threads
+        return booster
 
-    def save(self, directory: Path) -> ArtifactManifest:
-        """Write ``model.txt``, ``config.json`` and (last) ``manifest.json`` into ``directory``."""
-        booster = self._require_fitted()
-        directory = Path(directory)
-        write_bytes(directory, MODEL_FILE, booster.model_to_string().encode())
-        write_json(directory, CONFIG_FILE, self._config_payload())
-        return write_manifest(directory, [MODEL_FILE, CONFIG_FILE], engine=self.name)
+    def _model_features(self, booster: Any) -> list[str]:
+        return list(booster.feature_name())
 
-    @classmethod
-    def load(cls, directory: Path) -> _LightGBMEngine:
-        directory = Path(directory)
-        payload = read_engine_config(directory, cls.name)
+    @staticmethod
+    def _library_version() -> str:
         import lightgbm as lgb
 
-        engine = cls(cls.config_class.from_dict(payload["config"]))
-        engine.features = list(payload["features"])
-        engine.target = payload["target"]
-        engine.categorical = {k: list(v) for k, v in payload["categorical"].items()}
-        engine.scaler = payload.get("scaler")
-        engine.feature_version = payload.get("feature_version")
-        engine.fit_summary = dict(payload.get("fit") or {})
-        booster = lgb.Booster(model_file=str(directory / MODEL_FILE))
-        if booster.feature_name() != engine.features:
-            raise ArtifactError(
-                f"{MODEL_FILE} features {booster.feature_name()} differ from {CONFIG_FILE}'s"
-            )
-        booster.params["num_threads"] = engine.config.num_threads
-        engine._booster = booster
-        return engine
-
-    def metadata(self) -> dict:
-        return json_safe({
-            "engine": self.name,
-            "task": self.task,
-            "config": self.config.to_dict(),
-            "features": self.features,
-            "target": self.target,
-            "categorical": self.categorical,
-            "feature_version": self.feature_version,
-            "scaler": self.scaler is not None,
-            "best_iteration": self.fit_summary.get("best_iteration"),
-            "best_validation_loss": self.fit_summary.get("best_validation_loss"),
-            "train_rows": self.fit_summary.get("train_rows"),
-            "validation_rows": self.fit_summary.get("validation_rows"),
-            "seconds": self.report.seconds if self.report is not None else None,
-        })
+        return lgb.__version__
 
 
 @register_engine("lightgbm_regressor")

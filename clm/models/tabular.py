@@ -7,7 +7,10 @@ model, so codes are stable across runs; a value never seen in training (or null)
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any, ClassVar
 
 import numpy as np
 import polars as pl
@@ -81,3 +84,125 @@ def drop_missing_target(
     if kept.height == 0:
         raise ValueError(f"{what} has no rows with a finite {target!r}")
     return kept
+
+
+class TabularEngine(ABC):
+    """Shared body of the gradient-boosting engines: state, config file, save, load, metadata.
+
+    Subclasses say which library they wrap (``library``, ``model_file``) and how its model becomes
+    bytes and back (``_model_bytes``, ``_read_model``); everything else is one code path.
+    """
+
+    name: ClassVar[str]
+    task: ClassVar[str]
+    config_class: ClassVar[type]
+    base_config: ClassVar[type]  # every config the engine family accepts derives from it
+    objectives: ClassVar[tuple[str, ...]] = ()
+    library: ClassVar[str]
+    model_file: ClassVar[str]
+
+    def __init__(self, config: Any = None):
+        config = config if config is not None else self.config_class()
+        if not isinstance(config, self.base_config):
+            raise ValueError(f"{self.name} takes a {self.base_config.__name__}, got {type(config).__name__}")
+        if config.objective not in self.objectives:
+            raise ValueError(f"{self.name}: objective must be one of {self.objectives}, got {config.objective!r}")
+        self.config = config
+        self.features: list[str] = []
+        self.target: str | None = None
+        self.categorical: dict[str, list[str]] = {}  # column -> sorted vocabulary (code = index + 1)
+        self.scaler: dict | None = None
+        self.feature_version: str | None = None
+        self.report: Any = None
+        self.fit_summary: dict[str, Any] = {}
+        self._booster: Any = None
+
+    @abstractmethod
+    def _model_bytes(self, booster: Any) -> bytes:
+        """The fitted model in the library's own (non-pickle) text format."""
+
+    @abstractmethod
+    def _read_model(self, path: Path) -> Any:
+        """The library's model from ``path``; raises ``ArtifactError`` if it is not one."""
+
+    @abstractmethod
+    def _model_features(self, booster: Any) -> list[str]:
+        """Feature names stored in the library's model."""
+
+    @staticmethod
+    @abstractmethod
+    def _library_version() -> str: ...
+
+    def _require_fitted(self) -> Any:
+        if self._booster is None:
+            raise RuntimeError(f"{self.name} is not fitted (call fit or load first)")
+        return self._booster
+
+    def _config_payload(self) -> dict:
+        from clm.models.artifacts import FORMAT_VERSION, json_safe
+
+        return json_safe({
+            "format_version": FORMAT_VERSION,
+            "engine": self.name,
+            "task": self.task,
+            "config": self.config.to_dict(),
+            "features": self.features,
+            "target": self.target,
+            "categorical": self.categorical,
+            "unknown_code": UNKNOWN_CODE,
+            "scaler": self.scaler,
+            "feature_version": self.feature_version,
+            "fit": self.fit_summary,
+            f"{self.library}_version": self._library_version(),
+        })
+
+    def save(self, directory: Path) -> Any:
+        """Write the model file, ``config.json`` and (last) ``manifest.json`` into ``directory``."""
+        from clm.models.artifacts import CONFIG_FILE, write_bytes, write_json, write_manifest
+
+        booster = self._require_fitted()
+        directory = Path(directory)
+        write_bytes(directory, self.model_file, self._model_bytes(booster))
+        write_json(directory, CONFIG_FILE, self._config_payload())
+        return write_manifest(directory, [self.model_file, CONFIG_FILE], engine=self.name)
+
+    @classmethod
+    def load(cls, directory: Path) -> TabularEngine:
+        """Verify the manifest, restore the config, then read the model (never a pickle)."""
+        from clm.models.artifacts import CONFIG_FILE, ArtifactError, read_engine_config
+
+        directory = Path(directory)
+        payload = read_engine_config(directory, cls.name)
+        engine = cls(cls.config_class.from_dict(payload["config"]))
+        engine.features = list(payload["features"])
+        engine.target = payload["target"]
+        engine.categorical = {k: list(v) for k, v in payload["categorical"].items()}
+        engine.scaler = payload.get("scaler")
+        engine.feature_version = payload.get("feature_version")
+        engine.fit_summary = dict(payload.get("fit") or {})
+        booster = engine._read_model(directory / cls.model_file)
+        if engine._model_features(booster) != engine.features:
+            raise ArtifactError(
+                f"{cls.model_file} features {engine._model_features(booster)} differ from {CONFIG_FILE}'s"
+            )
+        engine._booster = booster
+        return engine
+
+    def metadata(self) -> dict:
+        from clm.models.artifacts import json_safe
+
+        return json_safe({
+            "engine": self.name,
+            "task": self.task,
+            "config": self.config.to_dict(),
+            "features": self.features,
+            "target": self.target,
+            "categorical": self.categorical,
+            "feature_version": self.feature_version,
+            "scaler": self.scaler is not None,
+            "best_iteration": self.fit_summary.get("best_iteration"),
+            "best_validation_loss": self.fit_summary.get("best_validation_loss"),
+            "train_rows": self.fit_summary.get("train_rows"),
+            "validation_rows": self.fit_summary.get("validation_rows"),
+            "seconds": self.report.seconds if self.report is not None else None,
+        })

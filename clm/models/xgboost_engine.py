@@ -35,23 +35,10 @@ import polars as pl
 
 from clm.checks import is_finite_number, is_int
 from clm.models.artifacts import (
-    CONFIG_FILE,
-    FORMAT_VERSION,
     ArtifactError,
-    ArtifactManifest,
-    json_safe,
-    read_engine_config,
-    write_bytes,
-    write_json,
-    write_manifest,
 )
 from clm.models.base import EngineConfig, FitReport, LogFn, check_features, no_log, register_engine
-from clm.models.tabular import (
-    UNKNOWN_CODE,
-    categorical_vocabulary,
-    drop_missing_target,
-    encode_features,
-)
+from clm.models.tabular import TabularEngine, categorical_vocabulary, drop_missing_target, encode_features
 
 INSTALL_HINT = "xgboost is not installed; install the extra: pip install 'clm[xgboost]'"
 if importlib.util.find_spec("xgboost") is None:  # cheap: finds, does not import
@@ -157,31 +144,13 @@ class XGBoostClassifierConfig(XGBoostConfig):
 
 
 # ------------------------------------------------------------------ engines
-class _XGBoostEngine:
+class _XGBoostEngine(TabularEngine):
     """Shared body of the two registered engines (see the module doc)."""
 
-    name: ClassVar[str]
-    task: ClassVar[str]
     config_class: ClassVar[type[XGBoostConfig]] = XGBoostConfig
-    objectives: ClassVar[tuple[str, ...]] = ()
-
-    def __init__(self, config: XGBoostConfig | None = None):
-        config = config if config is not None else self.config_class()
-        if not isinstance(config, XGBoostConfig):
-            raise ValueError(f"{self.name} takes an XGBoostConfig, got {type(config).__name__}")
-        if config.objective not in self.objectives:
-            raise ValueError(
-                f"{self.name}: objective must be one of {self.objectives}, got {config.objective!r}"
-            )
-        self.config = config
-        self.features: list[str] = []
-        self.target: str | None = None
-        self.categorical: dict[str, list[str]] = {}  # column -> sorted vocabulary (code = index + 1)
-        self.scaler: dict | None = None
-        self.feature_version: str | None = None
-        self.report: FitReport | None = None
-        self.fit_summary: dict[str, Any] = {}
-        self._booster: Any = None
+    base_config: ClassVar[type] = XGBoostConfig
+    library: ClassVar[str] = "xgboost"
+    model_file: ClassVar[str] = MODEL_FILE
 
     # ---------------------------------------------------------------- data preparation
     def _matrix(self, frame: pl.DataFrame, labels: np.ndarray | None = None) -> Any:
@@ -291,11 +260,6 @@ class _XGBoostEngine:
         booster.load_model(bytearray(raw))
         return booster
 
-    def _require_fitted(self) -> Any:
-        if self._booster is None:
-            raise RuntimeError(f"{self.name} is not fitted (call fit or load first)")
-        return self._booster
-
     def predict_proba(self, frame: pl.DataFrame) -> np.ndarray:
         """Classifier only: (n, 2) columns not-up, up; or (n, 3) columns -1, 0, 1 (multiclass)."""
         if self.task != "classification":
@@ -321,70 +285,23 @@ class _XGBoostEngine:
         scores = self._require_fitted().get_score(importance_type=kind)
         return {name: float(scores.get(name, 0.0)) for name in self.features}
 
-    def _config_payload(self) -> dict:
+    def _model_bytes(self, booster: Any) -> bytes:
+        return bytes(booster.save_raw("json"))
+
+    def _read_model(self, path: Path) -> Any:
+        try:
+            return self._parse(path.read_bytes())
+        except Exception as exc:  # xgboost.core.XGBoostError and friends
+            raise ArtifactError(f"{path.name} in {path.parent} is not a valid XGBoost model: {exc}") from exc
+
+    def _model_features(self, booster: Any) -> list[str]:
+        return list(booster.feature_names or [])
+
+    @staticmethod
+    def _library_version() -> str:
         import xgboost as xgb
 
-        return json_safe({
-            "format_version": FORMAT_VERSION,
-            "engine": self.name,
-            "task": self.task,
-            "config": self.config.to_dict(),
-            "features": self.features,
-            "target": self.target,
-            "categorical": self.categorical,
-            "unknown_code": UNKNOWN_CODE,
-            "scaler": self.scaler,
-            "feature_version": self.feature_version,
-            "fit": self.fit_summary,
-            "xgboost_version": xgb.__version__,
-        })
-
-    def save(self, directory: Path) -> ArtifactManifest:
-        """Write ``model.json``, ``config.json`` and (last) ``manifest.json`` into ``directory``."""
-        booster = self._require_fitted()
-        directory = Path(directory)
-        write_bytes(directory, MODEL_FILE, bytes(booster.save_raw("json")))
-        write_json(directory, CONFIG_FILE, self._config_payload())
-        return write_manifest(directory, [MODEL_FILE, CONFIG_FILE], engine=self.name)
-
-    @classmethod
-    def load(cls, directory: Path) -> _XGBoostEngine:
-        directory = Path(directory)
-        payload = read_engine_config(directory, cls.name)  # verifies the manifest first
-        engine = cls(cls.config_class.from_dict(payload["config"]))
-        engine.features = list(payload["features"])
-        engine.target = payload["target"]
-        engine.categorical = {k: list(v) for k, v in payload["categorical"].items()}
-        engine.scaler = payload.get("scaler")
-        engine.feature_version = payload.get("feature_version")
-        engine.fit_summary = dict(payload.get("fit") or {})
-        try:
-            booster = engine._parse((directory / MODEL_FILE).read_bytes())
-        except Exception as exc:  # xgboost.core.XGBoostError and friends
-            raise ArtifactError(f"{MODEL_FILE} in {directory} is not a valid XGBoost model: {exc}") from exc
-        if list(booster.feature_names or []) != engine.features:
-            raise ArtifactError(
-                f"{MODEL_FILE} features {booster.feature_names} differ from {CONFIG_FILE}'s"
-            )
-        engine._booster = booster
-        return engine
-
-    def metadata(self) -> dict:
-        return json_safe({
-            "engine": self.name,
-            "task": self.task,
-            "config": self.config.to_dict(),
-            "features": self.features,
-            "target": self.target,
-            "categorical": self.categorical,
-            "feature_version": self.feature_version,
-            "scaler": self.scaler is not None,
-            "best_iteration": self.fit_summary.get("best_iteration"),
-            "best_validation_loss": self.fit_summary.get("best_validation_loss"),
-            "train_rows": self.fit_summary.get("train_rows"),
-            "validation_rows": self.fit_summary.get("validation_rows"),
-            "seconds": self.report.seconds if self.report is not None else None,
-        })
+        return xgb.__version__
 
 
 @register_engine("xgboost_regressor")
