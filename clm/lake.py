@@ -138,6 +138,30 @@ class Lake:
     def telemetry_dir(self) -> Path:
         return self.root / "telemetry" / "feedback"
 
+    @property
+    def registry_path(self) -> Path:
+        """The DuckDB file of the model registry (``clm.registry``); apart from the catalog, so catalog
+        readers never wait on a registry writer."""
+        return self.root / "registry" / "registry.duckdb"
+
+    @property
+    def active_policy_path(self) -> Path:
+        """``active_policy.yaml``: the ACTIVE model per key and the history of changes, mirrored from the registry."""
+        return self.root / "active_policy.yaml"
+
+    @property
+    def halt_path(self) -> Path:
+        """``signals/halt.json``: while it exists, serving refuses to trade (written on CRITICAL drift)."""
+        return self.root / "signals" / "halt.json"
+
+    @property
+    def exports_dir(self) -> Path:
+        """Where ``clm models export`` writes champions: ``exports/<model_type>/<version>/``."""
+        return self.root / "exports"
+
+    def export_dir(self, model_type: str, version: str) -> Path:
+        return self.exports_dir / _check_table(model_type) / _partition_value("version", version)
+
     # ---- tables --------------------------------------------------------------------------------
     def write_table(
         self,

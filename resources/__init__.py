@@ -7,6 +7,7 @@ import dagster as dg
 
 from resources.lake import LakeResource
 from resources.market_data import MarketDataResource
+from resources.registry import RegistryResource
 
 
 def _env(name: str, default: str) -> str | dg.EnvVar:
@@ -15,10 +16,12 @@ def _env(name: str, default: str) -> str | dg.EnvVar:
 
 
 def build_resources() -> dict[str, dg.ConfigurableResource]:
+    lake = LakeResource(root=_env("CLM_LAKE", "data_lake"))
     return {
-        "lake": LakeResource(root=_env("CLM_LAKE", "data_lake")),
+        "lake": lake,
         "market_data": MarketDataResource(source=_env("CLM_SOURCE", "synthetic")),
+        "registry": RegistryResource(lake=lake, url=_env("CLM_REGISTRY_URL", "")),
     }
 
 
-__all__ = ["LakeResource", "MarketDataResource", "build_resources"]
+__all__ = ["LakeResource", "MarketDataResource", "RegistryResource", "build_resources"]
