@@ -1,6 +1,8 @@
 """N-HiTS (Challu et al., AAAI 2023): hierarchical interpolation for time-series forecasting.
 
-Architecture (defaults as in neuralforecast's ``NHITS``):
+Architecture (defaults as in neuralforecast's ``NHITS`` except the MLP depth: ``mlp_layers`` is 2
+where neuralforecast stacks 4 Linear layers of 512 units, a cheaper default for the 2-core
+``make run``; ``benchmarks/train.py`` sets 4 when it compares with neuralforecast):
 
 * ``S`` stacks (default 3) of ``B`` blocks (default 1 each). Stack ``s`` has a pooling size ``k_s``
   (default ``(2, 2, 1)``) and an expressiveness ratio / ``n_freq_downsample`` ``r_s`` (default
@@ -150,7 +152,8 @@ def __getattr__(name: str):
 
 @dataclass(frozen=True)
 class NHITSConfig(TorchConfig):
-    """``TorchConfig`` plus the N-HiTS architecture (defaults as neuralforecast's NHITS)."""
+    """``TorchConfig`` plus the N-HiTS architecture (neuralforecast's NHITS defaults but ``mlp_layers``,
+    see the module doc)."""
 
     pool_sizes: tuple[int, ...] = (2, 2, 1)
     n_freq_downsample: tuple[int, ...] = (4, 2, 1)

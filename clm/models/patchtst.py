@@ -11,6 +11,7 @@ Per input channel, independently and with shared weights (channel independence):
 3. Linear patch embedding ``P -> d_model`` plus a learnable positional encoding (one vector per
    patch, initialised uniform in [-0.02, 0.02]) and dropout.
 4. Transformer encoder, ``n_layers`` post-norm layers: multi-head self-attention over the patches
+   (dropout on the attention weights ``attn_dropout``, 0 as in the authors' code and neuralforecast)
    and a GELU feed-forward (``d_ff``), each with a residual connection, dropout and a norm:
    ``BatchNorm1d`` over ``d_model`` (the paper's choice) or ``LayerNorm``.
 5. Flatten head: the ``n_patches x d_model`` representation is flattened and mapped linearly to the
@@ -78,9 +79,10 @@ def _classes() -> dict[str, type]:
 
 
     class EncoderLayer(nn.Module):
-        def __init__(self, d_model: int, n_heads: int, d_ff: int, dropout: float, norm: str) -> None:
+        def __init__(self, d_model: int, n_heads: int, d_ff: int, dropout: float, norm: str,
+                     attn_dropout: float = 0.0) -> None:
             super().__init__()
-            self.attention = nn.MultiheadAttention(d_model, n_heads, dropout=dropout, batch_first=True)
+            self.attention = nn.MultiheadAttention(d_model, n_heads, dropout=attn_dropout, batch_first=True)
             self.dropout_attn = nn.Dropout(dropout)
             self.norm_attn = _Norm(d_model, norm)
             self.ff = nn.Sequential(
@@ -113,6 +115,7 @@ def _classes() -> dict[str, type]:
             head_dropout: float = 0.0,
             norm: str = "batch",
             revin: bool = True,
+            attn_dropout: float = 0.0,
         ) -> None:
             super().__init__()
             if norm not in ("batch", "layer"):
@@ -130,7 +133,7 @@ def _classes() -> dict[str, type]:
             self.position = nn.Parameter(torch.empty(self.n_patches, d_model).uniform_(-0.02, 0.02))
             self.dropout = nn.Dropout(dropout)
             self.encoder = nn.ModuleList(
-                EncoderLayer(d_model, n_heads, d_ff, dropout, norm) for _ in range(n_layers)
+                EncoderLayer(d_model, n_heads, d_ff, dropout, norm, attn_dropout) for _ in range(n_layers)
             )
             self.head = nn.Sequential(
                 nn.Flatten(start_dim=1),
@@ -180,6 +183,7 @@ class PatchTSTConfig(TorchConfig):
     d_ff: int = 256
     n_layers: int = 3
     dropout: float = 0.2
+    attn_dropout: float = 0.0
     head_dropout: float = 0.0
     norm: str = "batch"
     revin: bool = True
@@ -198,6 +202,7 @@ class PatchTSTConfig(TorchConfig):
         c.int("d_ff", 1, 4096)
         c.int("n_layers", 1, 8)
         c.num("dropout", 0.0, 1.0, high_open=True)
+        c.num("attn_dropout", 0.0, 1.0, high_open=True)
         c.num("head_dropout", 0.0, 1.0, high_open=True)
         c.choice("norm", ("batch", "layer"))
         c.flag("revin")
@@ -229,4 +234,5 @@ class PatchTSTEngine(TorchEngine):
             head_dropout=cfg.head_dropout,
             norm=cfg.norm,
             revin=cfg.revin,
+            attn_dropout=cfg.attn_dropout,
         )
