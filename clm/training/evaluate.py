@@ -9,6 +9,7 @@ deflated Sharpe ratio accounts for the number of engines tried.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import polars as pl
@@ -79,7 +80,8 @@ def evaluate_engines(
     for engine in engines:
         sim = simulate_strategy(rows.filter(pl.col("engine") == engine), position_col="position",
                                 return_col="return_1", cost_bps_col="cost_bps", periods_per_year=periods)
-        sharpes.append(sim.get("sharpe") or 0.0)
+        sharpe = sim.get("sharpe")  # annualised; the deflation works per period (metrics.deflated_sharpe_ratio)
+        sharpes.append(sharpe / math.sqrt(periods) if sharpe is not None and math.isfinite(sharpe) else 0.0)
     spread_of_trials = float(pl.Series(sharpes).std()) if len(sharpes) > 1 else 0.0
     common = dict(
         prediction_col="signal", actual_col="target_return", pred_direction_col="pred_direction",

@@ -105,6 +105,9 @@ def test_evaluation_puts_every_metric_beside_the_baselines(frame):
     regressor = overall.filter(pl.col("engine") == "lightgbm_regressor")
     assert classifier["ece"].is_not_null().all() and classifier["rmse"].is_null().all()
     assert regressor["rmse"].is_not_null().all()
+    # the deflated Sharpe is a probability wherever a strategy traded (per-period Sharpes across trials)
+    for column in ("model_dsr", "baseline_buy_and_hold_dsr"):
+        assert 0.0 <= regressor[column].item() <= 1.0, column
     # the baselines run on the same rows for every engine
     for column in ("baseline_momentum_sign_sharpe", "baseline_buy_and_hold_sharpe"):
         assert classifier[column].to_list() == pytest.approx(regressor[column].to_list(), nan_ok=False)
