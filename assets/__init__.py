@@ -4,12 +4,12 @@ from assets.catalog import lake_catalog
 from assets.features import features, labels
 from assets.market_data import ingest_market_data
 from assets.regimes import detect_regimes, regime_map
-from assets.reports import data_integrity
+from assets.reports import data_integrity, training_report
 from assets.telemetry import feedback_events
 from assets.training import consensus, evaluation, model_assets
 from assets.universe import universe
 
 all_assets = [
     ingest_market_data, universe, features, labels, detect_regimes, regime_map, data_integrity, feedback_events,
-    *model_assets, evaluation, consensus, lake_catalog,
+    *model_assets, evaluation, consensus, training_report, lake_catalog,
 ]

@@ -8,15 +8,24 @@ import dagster as dg
 import polars as pl
 from pydantic import Field
 
+from clm.evaluation.gate import gate_table
 from clm.evaluation.splits import SplitConfig
 from clm.features.store import FEATURES
 from clm.labels.store import LABELS
 from clm.markdown import frame_markdown
 from clm.regimes.store import REGIMES
 from clm.training import TrainingConfig
-from clm.evaluation.gate import gate_table
-from clm.training.store import CV_FOLDS, EVALUATION, build_consensus, evaluate_stored, train_engine
-from resources import LakeResource
+from clm.training.store import (
+    CV_FOLDS,
+    EVALUATION,
+    attach_evaluation,
+    build_consensus,
+    evaluate_stored,
+    register_gate,
+    register_run,
+    train_engine,
+)
+from resources import LakeResource, RegistryResource
 
 # The engine list is configuration: CLM_ENGINES names the registered engines to train.
 DEFAULT_ENGINES = "lightgbm_classifier,lightgbm_regressor,nhits,patchtst"
@@ -36,6 +45,8 @@ class TrainingAssetConfig(dg.Config):
     """How an engine is trained and validated; engine options are checked before training starts."""
 
     horizon: int = Field(12, description="label horizon in bars (labels must include it and 1)")
+    split_method: str = Field("purged_walk_forward", description="'purged_walk_forward' (n_folds expanding "
+                              "folds) or 'chronological' (one purged 80/10/10 train/validation/test split)")
     n_folds: int = Field(5, description="purged walk-forward folds")
     embargo_bars: int = Field(12, description="bars between a training label's end and the next window")
     pooled: bool = Field(True, description="one model across the universe (true) or one per symbol (false)")
@@ -46,7 +57,7 @@ class TrainingAssetConfig(dg.Config):
             options = json.loads(self.engine_options)
             if not isinstance(options, dict):
                 raise ValueError("engine_options must be a JSON object")
-            split = SplitConfig(n_folds=self.n_folds, embargo_bars=self.embargo_bars)
+            split = SplitConfig(method=self.split_method, n_folds=self.n_folds, embargo_bars=self.embargo_bars)
             return TrainingConfig(horizon=self.horizon, split=split, pooled=self.pooled), options
         except ValueError as exc:
             raise dg.Failure(f"invalid training config: {exc}") from exc
@@ -58,11 +69,14 @@ def _model_asset(engine: str) -> dg.AssetsDefinition:
         deps=[FEATURES, LABELS, REGIMES],
         group_name="training",
         kinds={engine.split("_")[0], "python"},
+        pool="duckdb_writer",  # registers the model in the registry (one DuckDB writer)
         backfill_policy=dg.BackfillPolicy.single_run(),  # lets `dagster asset materialize --partition-range` include it
         description=f"{engine} trained under purged walk-forward: out-of-sample predictions, fold audit, "
-                    "and the last fold's model (checksummed artifact files).",
+                    "and the last fold's model (checksummed artifact files), registered with its lineage "
+                    "(ACTIVE when its key has no champion yet, else SHADOW).",
     )
-    def model(context: dg.AssetExecutionContext, config: TrainingAssetConfig, lake: LakeResource):
+    def model(context: dg.AssetExecutionContext, config: TrainingAssetConfig, lake: LakeResource,
+              registry: RegistryResource):
         training, options = config.configs()
         options = {**DEFAULT_OPTIONS.get(engine, {}), **options}
         try:
@@ -70,11 +84,16 @@ def _model_asset(engine: str) -> dg.AssetsDefinition:
         except ValueError as exc:  # bad options or a feature set missing a column: named, before training
             raise dg.Failure(f"{engine}: {exc}") from exc
         run = stored.run
+        records = register_run(registry.registry, stored, actor=f"dagster run {context.run.run_id}")
+        for record in records:
+            context.log.info(f"registered {record.model_id} ({record.key}) as {record.status}")
         predictions = run.predictions
         hit = (predictions["signal"].sign() == predictions["target_return"].sign()).mean() if predictions.height else None
         return dg.MaterializeResult(
             metadata={
                 "model_version": stored.version,
+                "model_ids": dg.MetadataValue.json({r.model_id: str(r.status) for r in records}),
+                "code_version": records[0].lineage.code_version if records else "",
                 "feature_version": stored.feature_version or "",
                 "path": dg.MetadataValue.path(stored.path),
                 "manifest_sha256": stored.manifest.digest,
@@ -97,13 +116,18 @@ model_assets = [_model_asset(engine) for engine in ENGINES]
     deps=[f"model_{e}" for e in ENGINES],
     group_name="training",
     kinds={"polars", "parquet"},
+    pool="duckdb_writer",
     backfill_policy=dg.BackfillPolicy.single_run(),
     description="Every engine's out-of-sample metrics net of costs beside flat, buy-and-hold and momentum "
-                "baselines on the same rows (tables evaluation, evaluation_detail, costs).",
+                "baselines on the same rows (tables evaluation, evaluation_detail, costs); the metrics go "
+                "into the registry records of the models that made the predictions.",
 )
-def evaluation(context: dg.AssetExecutionContext, config: TrainingAssetConfig, lake: LakeResource):
+def evaluation(context: dg.AssetExecutionContext, config: TrainingAssetConfig, lake: LakeResource,
+               registry: RegistryResource):
     training, _ = config.configs()
     result = evaluate_stored(lake.lake, horizon=training.horizon, engines=ENGINES)
+    updated = attach_evaluation(registry.registry, lake.lake, result, horizon=training.horizon)
+    context.log.info(f"metrics attached to {len(updated)} registered models")
     shown = result.overall.select([c for c in SUMMARY_COLUMNS if c in result.overall.columns])
     context.log.info(f"evaluated {shown.height} engines")
     return dg.MaterializeResult(
@@ -121,12 +145,18 @@ def evaluation(context: dg.AssetExecutionContext, config: TrainingAssetConfig, l
     deps=[f"model_{e}" for e in ENGINES],
     group_name="training",
     kinds={"polars", "parquet"},
+    pool="duckdb_writer",
     backfill_policy=dg.BackfillPolicy.single_run(),
     description="Regime gate learnt on the earlier folds, then a causal reliability-weighted vote of the "
-                "engines per symbol and bar (tables consensus and decision_log; the gate in models/regime_gate/).",
+                "engines per symbol and bar (tables consensus and decision_log; the gate in models/regime_gate/, "
+                "registered and ACTIVE for serving).",
 )
-def consensus(context: dg.AssetExecutionContext, lake: LakeResource):
+def consensus(context: dg.AssetExecutionContext, config: TrainingAssetConfig, lake: LakeResource,
+              registry: RegistryResource):
+    training, _ = config.configs()
     result = build_consensus(lake.lake)
+    gate_record = register_gate(registry.registry, lake.lake, result, horizon=training.horizon,
+                                actor=f"dagster run {context.run.run_id}")
     actions = result.decisions.group_by("action").len().sort("action")
     levels = result.decisions.group_by("level").len().sort("level")
     context.log.info(f"consensus: {result.decisions.height:,} decisions; gate learnt on folds {result.gate_folds}")
@@ -134,6 +164,7 @@ def consensus(context: dg.AssetExecutionContext, lake: LakeResource):
         metadata={
             "gate": dg.MetadataValue.md(frame_markdown(gate_table(result.gate))),
             "gate_path": dg.MetadataValue.path(result.path),
+            "gate_model_id": gate_record.model_id,
             "actions": dg.MetadataValue.json(dict(actions.iter_rows())),
             "levels": dg.MetadataValue.json(dict(levels.iter_rows())),
             "dagster/row_count": dg.MetadataValue.int(result.decisions.height),

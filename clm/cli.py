@@ -19,6 +19,9 @@ import polars as pl
 
 from clm.data import ingest
 from clm.lake import Lake, LakeError
+from clm.models.artifacts import ArtifactError
+from clm.registry import cli as models_cli
+from clm.registry.base import RegistryError
 
 RUN_CONFIG = {
     "execution": {"config": {"in_process": {}}},
@@ -235,6 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_summary)
     p = sub.add_parser("catalog", help="rebuild the DuckDB catalog of views (normally done by the lake_catalog asset)")
     p.set_defaults(func=cmd_catalog)
+    models_cli.add_parser(sub)
     return parser
 
 
@@ -242,8 +246,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (LakeError, FileNotFoundError, ValueError) as exc:
-        print(f"clm {args.command}: {exc}", file=sys.stderr)
+    except (LakeError, FileNotFoundError, ValueError, RegistryError, ArtifactError) as exc:
+        command = " ".join(filter(None, [args.command, getattr(args, "models_command", None)]))
+        print(f"clm {command}: {exc}", file=sys.stderr)
         return 2
 
 

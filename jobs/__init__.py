@@ -3,7 +3,8 @@
 
 import dagster as dg
 
-_training = dg.AssetSelection.groups("training")
+# the training group and the report of each training run
+_training = dg.AssetSelection.groups("training") | dg.AssetSelection.assets("training_report")
 
 # Market data, telemetry, features, labels, regimes, reports and the catalog: what a landed file updates.
 ingest_job = dg.define_asset_job(
@@ -18,7 +19,7 @@ training_job = dg.define_asset_job(
     "training_job",
     selection=_training | dg.AssetSelection.assets("lake_catalog"),
     description="Train every configured engine (CLM_ENGINES) on the current feature version, evaluate them "
-                "beside baselines, learn the regime gate and vote the consensus.",
+                "beside baselines, learn the regime gate, vote the consensus and write the training-run report.",
 )
 
 all_jobs = [ingest_job, training_job]

@@ -121,3 +121,39 @@ def test_feature_config_change_writes_a_second_version_and_bad_sets_are_named(la
     bad_labels = {"ops": {"labels": {"config": {"horizons": [12, 0]}}}}
     with pytest.raises(Exception, match=r"invalid label config: horizons"):
         _run(defs, run_config=bad_labels)
+
+
+def test_training_registers_models_with_lineage_and_a_changed_config_makes_challengers(lake_root, tiny_market):
+    from clm.registry import Status, open_registry
+    from definitions import defs
+
+    assert _run(defs).success
+    assert _run(defs, tags={}, job_name="training_job").success
+    lake = Lake(lake_root)
+    registry = open_registry(lake)
+    first = registry.list_models()
+    assert {r.model_type for r in first} == {"lightgbm_classifier", "lightgbm_regressor", "regime_gate"}
+    assert all(r.status == Status.ACTIVE for r in first)  # the first model of each key is its champion
+    for record in first:
+        assert record.lineage.code_version.startswith(("git:", "clm-"))
+        assert record.lineage.artifact_checksums and record.file_size_bytes > 0
+    engines = [r for r in first if r.model_type != "regime_gate"]
+    for record in engines:
+        assert record.lineage.feature_version == lake.current_version("features")
+        assert record.lineage.training_window[0] < record.lineage.training_window[1]
+        assert record.metrics["directional_accuracy"] is not None  # the evaluation reached the registry
+        assert record.lineage.seeds == {"seed": 0} and len(record.lineage.data_hash) == 64
+    # the same training again registers nothing new
+    assert _run(defs, tags={}, job_name="training_job").success
+    assert sorted(r.model_id for r in registry.list_models()) == sorted(r.model_id for r in first)
+    # another split makes new versions: challengers in SHADOW beside the champions
+    chronological = {"ops": {f"model_{e}": {"config": {"split_method": "chronological"}}
+                             for e in ("lightgbm_classifier", "lightgbm_regressor")}}
+    assert _run(defs, tags={}, job_name="training_job", run_config=chronological).success
+    folds = lake.read("cv_folds")
+    assert folds["fold"].unique().to_list() == [0]  # one 80/10/10 split
+    shadows = registry.list_models(status=Status.SHADOW)
+    assert sorted(r.model_type for r in shadows) == ["lightgbm_classifier", "lightgbm_regressor"]
+    assert all(r.lineage.config["training"]["split"]["method"] == "chronological" for r in shadows)
+    for record in shadows:
+        assert registry.active(record.key).model_id in {r.model_id for r in engines}

@@ -11,20 +11,25 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import polars as pl
 
 from clm.data.ingest import CANDLES
+from clm.evaluation.consensus import ConsensusConfig, consensus, decision_log
+from clm.evaluation.gate import GateConfig, RegimeGate, learn_gate
 from clm.features.build import infer_timeframe_seconds
 from clm.features.expr import digest
 from clm.features.store import FEATURES
 from clm.labels.store import LABELS
-from clm.evaluation.consensus import ConsensusConfig, consensus, decision_log
-from clm.evaluation.gate import GateConfig, RegimeGate, learn_gate
 from clm.lake import ALL_PARTITIONS, Lake
-from clm.models.artifacts import ArtifactManifest, write_json, write_manifest
+from clm.models.artifacts import ArtifactManifest, json_safe, read_manifest, write_json, write_manifest
+from clm.models.base import engine_class
+from clm.models.per_symbol import PerSymbolModel
 from clm.regimes.store import REGIMES
+from clm.registry.base import POOLED, Lineage, ModelRecord, NewModel, Registry, Status
+from clm.registry.lineage import code_version, data_hash
 from clm.training.evaluate import Evaluation, evaluate_engines
 from clm.training.runs import EngineRun, TrainingConfig, training_frame, walk_forward
 
@@ -45,6 +50,11 @@ class StoredRun:
     feature_version: str | None
     manifest: ArtifactManifest
     path: str
+    config: TrainingConfig
+    engine_config: dict[str, Any]
+    training_window: tuple[str, str]  # first and last timestamp of the training rows (ISO 8601 UTC)
+    data_hash: str
+    typical_abs_return: float  # median |target| of the training rows: a classifier's probability -> expected move
 
 
 def load_training_frame(lake: Lake, config: TrainingConfig) -> tuple[pl.DataFrame, str | None]:
@@ -70,6 +80,7 @@ def train_engine(
     run = walk_forward(frame, engine, engine_config, config, timeframe_seconds=tf,
                        feature_version=feature_version, log=log)
     span = frame.select(pl.col("timestamp").min().alias("a"), pl.col("timestamp").max().alias("b")).row(0)
+    window = (span[0].isoformat(), span[1].isoformat())
     version = digest(json.dumps({
         "engine": engine, "engine_config": dict(engine_config or {}), "feature_version": feature_version,
         "training": {**asdict(config), "split": asdict(config.split)}, "rows": frame.height,
@@ -77,10 +88,65 @@ def train_engine(
     }, sort_keys=True, default=str))
     directory = lake.model_dir(engine, version)
     manifest = run.model.save(directory)
-    lake.write_table(OOS_PREDICTIONS, run.predictions, ["engine"], replace=[engine])
+    # the model version on every prediction row lets the evaluation find its registry record
+    lake.write_table(OOS_PREDICTIONS, run.predictions.with_columns(pl.lit(version).alias("model_version")),
+                     ["engine"], replace=[engine])
     lake.write_table(CV_FOLDS, run.audit, ["engine"], replace=[engine])
     log(f"{engine}: model {version} saved to {directory}")
-    return StoredRun(run, version, feature_version, manifest, str(directory))
+    typical = frame.select(pl.col(config.target).abs().median()).item()
+    return StoredRun(run, version, feature_version, manifest, str(directory), config, dict(engine_config or {}),
+                     window, data_hash(frame), float(typical or 0.0))
+
+
+def register_run(registry: Registry, stored: StoredRun, *, actor: str = "training") -> list[ModelRecord]:
+    """Register what a training run saved: one model, or one per symbol when trained per symbol.
+
+    Each record carries its lineage (training window, feature and code versions, data hash, seeds,
+    configs, artefact checksums) and the run's out-of-sample summary as first metrics.
+    """
+    run, config = stored.run, stored.config
+    model = run.model
+    inner = next(iter(model.models.values()), None) if isinstance(model, PerSymbolModel) else model
+    model_config = json_safe(inner.config.to_dict()) if inner is not None else {}  # effective, defaults included
+    seeds = {k: int(v) for k, v in model_config.items() if (k == "seed" or k.endswith("_seed")) and v is not None}
+    label_config = {"target": config.target, "horizon": config.horizon, "latency_bars": config.latency_bars}
+    training_config = {"training": {**asdict(config), "split": asdict(config.split)}, "engine": model_config}
+    predictions = run.predictions
+    if isinstance(run.model, PerSymbolModel):
+        scoped = [(symbol, Path(stored.path) / symbol) for symbol in sorted(run.model.models)]
+    else:
+        scoped = [(POOLED, Path(stored.path))]
+    records = []
+    for scope, folder in scoped:
+        rows = predictions if scope == POOLED else predictions.filter(pl.col("symbol") == scope)
+        signed = rows.filter(pl.col("signal").is_not_null() & (pl.col("target_return") != 0))
+        hit = (signed["signal"].sign() == signed["target_return"].sign()).mean() if signed.height else None
+        lineage = Lineage(
+            training_window=stored.training_window, feature_version=stored.feature_version,
+            feature_count=len(run.features), label_config=label_config, code_version=code_version(),
+            data_hash=stored.data_hash, seeds=seeds, config=training_config,
+            artifact_checksums=read_manifest(folder).files,
+        )
+        metrics = {"oos_predictions": rows.height, "oos_directional_accuracy": hit, "folds": len(run.reports),
+                   "typical_abs_return": stored.typical_abs_return, "task": engine_class(run.engine).task,
+                   "train_seconds": round(run.seconds, 2)}
+        new = NewModel(model_type=run.engine, version=stored.version, scope=scope, horizon=config.horizon,
+                       file_path=str(folder), lineage=lineage, metrics=json_safe(metrics))
+        records.append(registry.register(new, actor=actor))
+    return records
+
+
+def attach_evaluation(registry: Registry, lake: Lake, evaluation: Evaluation, *, horizon: int) -> list[ModelRecord]:
+    """Merge each engine's evaluation row into the metrics of the model versions that made its predictions."""
+    versions = lake.scan(OOS_PREDICTIONS).select("engine", "model_version").unique().collect()
+    updated = []
+    for row in evaluation.overall.iter_rows(named=True):
+        metrics = json_safe({k: v for k, v in row.items() if k != "engine"})
+        for version in versions.filter(pl.col("engine") == row["engine"])["model_version"].to_list():
+            for record in registry.list_models(model_type=row["engine"], horizon=horizon):
+                if record.version == version:
+                    updated.append(registry.update_metrics(record.model_id, metrics))
+    return updated
 
 
 def evaluate_stored(lake: Lake, *, horizon: int, engines: list[str] | None = None) -> Evaluation:
@@ -107,6 +173,10 @@ class ConsensusResult:
     decisions: pl.DataFrame
     gate_folds: list[int]
     path: str
+    version: str
+    gate_config: GateConfig
+    predictions: pl.DataFrame
+    feature_version: str | None
 
 
 def build_consensus(
@@ -133,4 +203,38 @@ def build_consensus(
                      replace=ALL_PARTITIONS)
     lake.write_table(DECISION_LOG, decisions.with_columns(pl.col("timestamp").dt.date().alias("date")), ["date"],
                      replace=ALL_PARTITIONS)
-    return ConsensusResult(gate, voted, decisions, gate_folds, str(directory))
+    return ConsensusResult(gate, voted, decisions, gate_folds, str(directory), version, gate_config, predictions,
+                           lake.current_version(FEATURES))
+
+
+def register_gate(registry: Registry, lake: Lake, result: ConsensusResult, *, horizon: int,
+                  actor: str = "training") -> ModelRecord:
+    """Register the regime gate and make it ACTIVE: it is learnt from the evaluated engines, not a
+    challenger to shadow-test, so serving always gates with the newest one."""
+    predictions = result.predictions
+    span = predictions.select(pl.col("timestamp").min().alias("a"), pl.col("timestamp").max().alias("b")).row(0)
+
+    def new_gate(version: str, folder: str) -> NewModel:
+        lineage = Lineage(
+            training_window=(span[0].isoformat(), span[1].isoformat()), feature_version=result.feature_version,
+            feature_count=predictions["engine"].n_unique(), label_config={"horizon": horizon},
+            code_version=code_version(), data_hash=data_hash(predictions, keys=("engine", "symbol", "timestamp")),
+            seeds={}, config={"gate": result.gate_config.to_dict(), "gate_folds": result.gate_folds},
+            artifact_checksums=read_manifest(Path(folder)).files,
+        )
+        return NewModel(model_type=GATE_ENGINE, version=version, scope=POOLED, horizon=horizon, file_path=folder,
+                        lineage=lineage, metrics={"engines": sorted(predictions["engine"].unique().to_list()),
+                                                  "gate_folds": result.gate_folds})
+
+    record = registry.register(new_gate(result.version, result.path), actor=actor)
+    if record.status == Status.RETIRED:
+        # the same gate was learnt before and later replaced; a RETIRED model returns only by a rollback,
+        # so the gate is reissued as a new version (a copy of its folder) that can be promoted
+        reissued = digest(f"{result.version}:reissued after {len(registry.history(record.model_id))} changes")
+        folder = lake.model_dir(GATE_ENGINE, reissued)
+        write_json(folder, "gate.json", result.gate.to_dict())
+        write_manifest(folder, ["gate.json"], engine=GATE_ENGINE)
+        record = registry.register(new_gate(reissued, str(folder)), actor=actor)
+    if record.status != Status.ACTIVE:
+        record = registry.promote(record.model_id, actor=actor, note="the gate follows the newest evaluated model set")
+    return record
