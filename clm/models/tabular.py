@@ -7,8 +7,10 @@ model, so codes are stable across runs; a value never seen in training (or null)
 
 from __future__ import annotations
 
+import functools
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -84,6 +86,46 @@ def drop_missing_target(
     if kept.height == 0:
         raise ValueError(f"{what} has no rows with a finite {target!r}")
     return kept
+
+
+@functools.cache
+def scaler_uses_reciprocal() -> bool:
+    """Whether ``FeatureScaler.transform`` (polars) computes ``(x - c) / s`` as ``(x - c) * (1 / s)``.
+
+    polars 2 divides a column by a scalar through its reciprocal, which differs from a true division
+    in the last bit for about a third of the values; a tree split can fall in between. Measured
+    once on probe values rather than assumed, so a polars that changes its arithmetic is followed.
+    """
+    from datetime import datetime, timezone
+
+    from clm.features.normalise import FeatureScaler
+
+    x = np.random.default_rng(0).normal(size=256)
+    c, sc = 0.123456789, 0.987654321
+    scaler = FeatureScaler("zscore", ("x",), (c,), (sc,), datetime(2000, 1, 1, tzinfo=timezone.utc), 1)
+    got = scaler.transform(pl.DataFrame({"x": x}))["x"].to_numpy()
+    return bool(np.array_equal(got, (x - c) * (1.0 / sc)))
+
+
+@dataclass(frozen=True)
+class MatrixLayout:
+    """A tabular model's input as arrays: per feature in model order the scaler's ``centre`` and
+    ``scale`` (0 and 1 where it does not scale the column), per categorical feature ``codes``
+    (value -> code; a value missing from it is ``UNKNOWN_CODE``), and ``reciprocal``: scale as
+    ``(x - centre) * (1 / scale)`` (True) or ``(x - centre) / scale`` - bit for bit what
+    ``encode_features`` feeds the model (``scaler_uses_reciprocal``)."""
+
+    features: list[str]
+    centre: np.ndarray
+    scale: np.ndarray
+    codes: dict[str, dict[str, int]]
+    reciprocal: bool
+
+    def scaled(self, values: np.ndarray, columns: np.ndarray | slice = slice(None)) -> np.ndarray:
+        """``values`` (float64, ``(..., len(columns))``) of the feature positions ``columns``, scaled."""
+        if self.reciprocal:
+            return (values - self.centre[columns]) * (1.0 / self.scale[columns])
+        return (values - self.centre[columns]) / self.scale[columns]
 
 
 class TabularEngine(ABC):
@@ -187,6 +229,29 @@ class TabularEngine(ABC):
             )
         engine._booster = booster
         return engine
+
+    @property
+    def booster(self) -> Any:
+        """The fitted library model (e.g. a LightGBM ``Booster``), for callers that inspect or time it
+        directly (``benchmarks/serving.py`` compares serving against it)."""
+        return self._require_fitted()
+
+    def matrix_layout(self) -> MatrixLayout:
+        """``encode_features`` as plain arrays, for callers that build numpy rows without polars
+        (serving's single-row fast path); see ``MatrixLayout``."""
+        self._require_fitted()
+        centre = np.zeros(len(self.features), dtype=np.float64)
+        scale = np.ones(len(self.features), dtype=np.float64)
+        if self.scaler is not None:
+            from clm.features.normalise import FeatureScaler
+
+            fitted = FeatureScaler.from_dict(self.scaler)
+            position = {name: i for i, name in enumerate(self.features)}
+            for name, c, sc in zip(fitted.columns, fitted.centre, fitted.scale, strict=True):
+                if name in position:
+                    centre[position[name]], scale[position[name]] = c, sc
+        codes = {name: {value: i + 1 for i, value in enumerate(vocab)} for name, vocab in self.categorical.items()}
+        return MatrixLayout(list(self.features), centre, scale, codes, scaler_uses_reciprocal())
 
     def metadata(self) -> dict:
         from clm.models.artifacts import json_safe

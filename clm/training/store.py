@@ -127,7 +127,10 @@ def register_run(registry: Registry, stored: StoredRun, *, actor: str = "trainin
             data_hash=stored.data_hash, seeds=seeds, config=training_config,
             artifact_checksums=read_manifest(folder).files,
         )
+        last_fold = rows.filter(pl.col("fold") == rows["fold"].max()) if rows.height else rows
+        scale = last_fold["prediction"].std() if last_fold.height > 1 else None  # serving: prediction -> signal
         metrics = {"oos_predictions": rows.height, "oos_directional_accuracy": hit, "folds": len(run.reports),
+                   "signal_scale": scale,
                    "typical_abs_return": stored.typical_abs_return, "task": engine_class(run.engine).task,
                    "train_seconds": round(run.seconds, 2)}
         new = NewModel(model_type=run.engine, version=stored.version, scope=scope, horizon=config.horizon,
