@@ -127,6 +127,23 @@ def _training_lines(lake: Lake) -> list[str]:
     return lines
 
 
+def _registry_lines(lake: Lake) -> list[str]:
+    from clm.registry import Status, open_registry
+
+    if not lake.registry_path.exists():
+        return []
+    records = open_registry(lake).list_models()
+    counts = {s: sum(r.status == s for r in records) for s in Status}
+    lines = ["  model registry:     " + ", ".join(f"{n} {s}" for s, n in counts.items() if n)
+             + " (clm models list; active_policy.yaml)"]
+    for r in sorted((r for r in records if r.status == Status.ACTIVE), key=lambda r: str(r.key)):
+        lines.append(f"    champion {str(r.key):<36}{r.model_id}")
+    reports = sorted(lake.reports_dir.glob("training_run_*.md"), key=lambda p: p.stat().st_mtime)
+    if reports:
+        lines.append(f"  training report:    {reports[-1]}")
+    return lines
+
+
 def summary_text(lake: Lake) -> str:
     try:
         report = lake.read_json(ingest.INTEGRITY_REPORT)
@@ -170,6 +187,7 @@ def summary_text(lake: Lake) -> str:
             lines.append(f"    {row['symbol']:<14}{row['reason']}")
     lines += _feature_lines(lake)
     lines += _training_lines(lake)
+    lines += _registry_lines(lake)
     lines.append("  tables written:")
     for table, count in table_counts(lake).items():
         lines.append(f"    {table:<24}{count:,} rows")
