@@ -264,6 +264,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
+    except BrokenPipeError:  # output piped into e.g. `head`, which closed early
+        sys.stderr.close()
+        return 0
     except (LakeError, FileNotFoundError, ValueError, RegistryError, ArtifactError) as exc:
         command = " ".join(filter(None, [args.command, getattr(args, "models_command", None)]))
         print(f"clm {command}: {exc}", file=sys.stderr)

@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from clm.lake import Lake
 from clm.registry.base import POOLED, ModelKey, ModelRecord, Status
 
-LIST_METRICS = (("directional_accuracy", "hit", ".3f"), ("model_sharpe", "sharpe", ".2f"),
+LIST_METRICS = (("directional_accuracy|oos_directional_accuracy", "hit", ".3f"), ("model_sharpe", "sharpe", ".2f"),
                 ("model_dsr", "dsr", ".2f"))
 
 
@@ -25,8 +25,9 @@ def _open(args: argparse.Namespace):
     return lake, open_registry(lake, getattr(args, "registry_url", None))
 
 
-def _metric(record: ModelRecord, name: str, spec: str) -> str:
-    value = record.metrics.get(name)
+def _metric(record: ModelRecord, names: str, spec: str) -> str:
+    """The first of ``a|b`` the record has (the evaluation's metric, else the training run's own)."""
+    value = next((record.metrics[n] for n in names.split("|") if record.metrics.get(n) is not None), None)
     return "n/a" if value is None else format(value, spec)
 
 
