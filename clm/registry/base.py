@@ -233,6 +233,14 @@ class Registry(ABC):
         """ACTIVE or SHADOW -> RETIRED."""
 
     @abstractmethod
+    def record_decision(self, model_id: str, decision: str, *, evidence: Mapping[str, Any], actor: str,
+                        note: str = "") -> StatusChange:
+        """Append a ``status_history`` row that changes nothing: from and to are the model's current status,
+        ``reason`` is ``decision`` (e.g. ``"shadow test: CONTINUE_TESTING"``), with its evidence. A
+        recommendation that is not acted upon (no auto-promotion, or "keep testing") still leaves its
+        evidence where every status change keeps its own. Returns the row."""
+
+    @abstractmethod
     def update_metrics(self, model_id: str, metrics: Mapping[str, Any]) -> ModelRecord:
         """Merge ``metrics`` into the model's metrics (e.g. the evaluation after training)."""
 

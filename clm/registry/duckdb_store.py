@@ -242,6 +242,25 @@ class DuckDBRegistry(Registry):
     def retire(self, model_id: str, *, note: str = "", actor: str = "cli") -> ModelRecord:
         return self.set_status(model_id, Status.RETIRED, note=note, actor=actor)
 
+    def record_decision(self, model_id: str, decision: str, *, evidence: Mapping[str, Any], actor: str,
+                        note: str = "") -> StatusChange:
+        if not isinstance(decision, str) or not decision.strip():
+            raise RegistryError(f"decision must be a non-empty string, got {decision!r}")
+        if not isinstance(actor, str) or not actor.strip():
+            raise RegistryError(f"actor must be a non-empty string, got {actor!r}")
+        if not isinstance(evidence, Mapping):
+            raise RegistryError(f"evidence must be a mapping, got {type(evidence).__name__}")
+        extra = _user_evidence(evidence)
+        with self._transaction() as tx:
+            record = _require_model(tx.con, model_id)
+            # from == to: no status changes, so rollback targets (from ACTIVE, cause 'replaced') are unaffected
+            _append_history(tx, model_id, record.status, record.status, actor=actor, reason=_reason(decision, note),
+                            evidence={**extra, _CAUSE: "decision"})
+            row = _first(tx.con.execute(
+                f"SELECT {_HISTORY_COLUMNS} FROM status_history WHERE model_id = ? ORDER BY event_id DESC LIMIT 1",
+                [model_id]))
+            return _change_record(row)
+
     def update_metrics(self, model_id: str, metrics: Mapping[str, Any]) -> ModelRecord:
         if not isinstance(metrics, Mapping):
             raise RegistryError(f"metrics must be a mapping, got {type(metrics).__name__}")
