@@ -13,6 +13,7 @@ from clm.evaluation.splits import SplitConfig
 from clm.features.store import FEATURES
 from clm.labels.store import LABELS
 from clm.markdown import frame_markdown
+from clm.policy import PolicyError, load_policy
 from clm.regimes.store import REGIMES
 from clm.training import TrainingConfig
 from clm.training.store import (
@@ -87,6 +88,12 @@ def _model_asset(engine: str) -> dg.AssetsDefinition:
         records = register_run(registry.registry, stored, actor=f"dagster run {context.run.run_id}")
         for record in records:
             context.log.info(f"registered {record.model_id} ({record.key}) as {record.status}")
+        try:
+            keep = load_policy().keep_retired_models
+        except PolicyError as exc:
+            raise dg.Failure(str(exc)) from exc
+        for pruned in registry.registry.prune_retired(keep):
+            context.log.info(f"pruned the artefacts of {pruned.model_id} (more than {keep} RETIRED models of its key)")
         predictions = run.predictions
         hit = (predictions["signal"].sign() == predictions["target_return"].sign()).mean() if predictions.height else None
         return dg.MaterializeResult(

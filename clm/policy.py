@@ -78,13 +78,25 @@ class SeverityRules(_Section):
         return self
 
 
+class PerformanceDriftRules(_Section):
+    """When the champion's realised results dropped against the reference window (clm.drift)."""
+
+    min_signals: int = Field(100, ge=10, description="closed signals each window needs before it is tested")
+    hit_rate_p_value: float = Field(0.01, gt=0, lt=1, description="one-sided two-proportion z-test for a drop")
+    min_hit_rate_drop: float = Field(0.05, ge=0, lt=1, description="and the hit rate fell by at least this much")
+    cusum_k: float = Field(0.15, ge=0, description="CUSUM slack per signal on net PnL, in reference std units")
+    cusum_h: float = Field(30.0, gt=0, description="CUSUM alarm level, in reference std units")
+
+
 class DriftDetection(_Section):
     check_interval_hours: float = Field(6.0, gt=0, le=24 * 31)
     reference_days: int = Field(14, ge=1, description="reference window: the days before the recent window")
     recent_days: int = Field(2, ge=1, description="the window compared with the reference")
+    min_samples: int = Field(100, ge=2, description="non-null values a feature needs in each window to be tested")
     ks: KSThresholds = KSThresholds()
     psi: PSIThresholds = PSIThresholds()
     severity_rules: SeverityRules = SeverityRules()
+    performance: PerformanceDriftRules = PerformanceDriftRules()
 
 
 class RLMaintenance(_Section):
@@ -147,6 +159,8 @@ class Policy(_Section):
     min_retrain_interval_hours: float = Field(6.0, ge=0, description="a retrain requested sooner is skipped")
     auto_promote: bool = Field(False, description="promote on a PROMOTE recommendation (else recommend only)")
     retrain_on_regime_change: bool = False
+    keep_retired_models: int = Field(3, ge=0, le=1000,
+                                     description="RETIRED models per key whose artefacts are kept (for rollbacks)")
     auto_promote_threshold: AutoPromoteThreshold = AutoPromoteThreshold()
     drift_detection: DriftDetection = DriftDetection()
     supervision: Supervision = Supervision()

@@ -157,3 +157,16 @@ def test_training_registers_models_with_lineage_and_a_changed_config_makes_chall
     assert all(r.lineage.config["training"]["split"]["method"] == "chronological" for r in shadows)
     for record in shadows:
         assert registry.active(record.key).model_id in {r.model_id for r in engines}
+    # the monitoring job shadow-tests the challengers on the bars after both models' training
+    assert _run(defs, tags={}, job_name="monitoring_job").success
+    results = registry.rows("shadow_test_results")
+    assert results and {r["challenger_id"] for r in results} == {r.model_id for r in shadows}
+    for record in shadows:
+        last = registry.history(record.model_id)[-1]
+        assert last.reason.startswith("shadow test: CONTINUE_TESTING")  # a few hundred bars, not 1,000
+        assert last.evidence["n"] > 0 and registry.get(record.model_id).status == Status.SHADOW
+        trained_until = record.lineage.training_window[1]
+        assert min(r["timestamp"] for r in results if r["challenger_id"] == record.model_id).isoformat() >= trained_until
+    health = registry.rows("model_performance_logs")
+    assert sorted(r["model_id"] for r in health) == sorted(r.model_id for r in engines)
+    assert all(r["health"] in ("HEALTHY", "DEGRADED", "CRITICAL") and r["latency_p99_ms"] > 0 for r in health)

@@ -111,6 +111,15 @@ class ShadowModel:
                 served = champion.models[0]
                 kind = served.kind
                 part = frame if len(rows) == n else frame[rows]
+                if served.sequence:
+                    champion._halt.check()  # the halt file stops this path as it stops serving's
+                    # serving forecasts a symbol's last bar only (a live request); judging a model needs
+                    # every bar, each from the history before it, which the engine's own predict gives
+                    predicted = np.asarray(served.engine.predict(part), dtype=np.float64)
+                    values[rows] = predicted
+                    signals[rows] = served.signals(predicted)
+                    edges[rows] = expected_edge_bps(served, predicted)
+                    continue
                 views = champion.views(part)
                 values[rows] = views.values[:, 0]
                 signals[rows] = views.signals[:, 0]

@@ -294,13 +294,18 @@ def check_model(
     n_latency: int = 200,
     as_of: dt.datetime | None = None,
     measured_at: dt.datetime | None = None,
+    since: dt.datetime | None = None,
     **close_options: Any,
 ) -> HealthReport:
     """The whole check of one loaded model (``clm.shadow.load_model``): predict the bars of ``features``
     it should answer (its scope's rows), close them against the labels (``close_signals``: trades and net
     returns as the shadow tester counts them), time ``n_latency`` single-row predictions on serving's
-    dict path, and ``supervise``. Coverage is the share of those bars it answered."""
+    dict path, and ``supervise``. Coverage is the share of those bars it answered. With ``since``, only bars
+    from then on are judged; the earlier rows serve as history (a sequence engine's context)."""
     predictions = model.predict(features)
+    if since is not None:  # earlier rows are history for sequence engines, not bars to judge
+        predictions = predictions.filter(pl.col("timestamp") >= since)
+        features = features.filter(pl.col("timestamp") >= since)
     closed = close_signals(predictions, labels, candles, horizon=model.record.horizon, cost_config=cost_config,
                            as_of=as_of, **close_options)
     rows = features if model.record.scope == POOLED else features.filter(

@@ -52,7 +52,7 @@ class StoredRun:
     path: str
     config: TrainingConfig
     engine_config: dict[str, Any]
-    training_window: tuple[str, str]  # first and last timestamp of the training rows (ISO 8601 UTC)
+    training_window: tuple[str, str]  # what the saved (last-fold) model saw: [train_start, validation_end), ISO UTC
     data_hash: str
     typical_abs_return: float  # median |target| of the training rows: a classifier's probability -> expected move
 
@@ -80,7 +80,9 @@ def train_engine(
     run = walk_forward(frame, engine, engine_config, config, timeframe_seconds=tf,
                        feature_version=feature_version, log=log)
     span = frame.select(pl.col("timestamp").min().alias("a"), pl.col("timestamp").max().alias("b")).row(0)
-    window = (span[0].isoformat(), span[1].isoformat())
+    # the saved model is the last fold's: it saw that fold's training and validation rows, nothing after
+    last = run.audit.sort("fold").row(-1, named=True)
+    window = (last["train_start"].isoformat(), last["validation_end"].isoformat())
     version = digest(json.dumps({
         "engine": engine, "engine_config": dict(engine_config or {}), "feature_version": feature_version,
         "training": {**asdict(config), "split": asdict(config.split)}, "rows": frame.height,
