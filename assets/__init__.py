@@ -3,7 +3,7 @@
 from assets.catalog import lake_catalog
 from assets.features import features, labels
 from assets.market_data import ingest_market_data
-from assets.monitoring import model_supervisor, shadow_test
+from assets.monitoring import drift_detector, model_supervisor, shadow_test
 from assets.regimes import detect_regimes, regime_map
 from assets.reports import data_integrity, training_report
 from assets.telemetry import feedback_events
@@ -12,5 +12,5 @@ from assets.universe import universe
 
 all_assets = [
     ingest_market_data, universe, features, labels, detect_regimes, regime_map, data_integrity, feedback_events,
-    *model_assets, evaluation, consensus, training_report, shadow_test, model_supervisor, lake_catalog,
+    *model_assets, evaluation, consensus, training_report, shadow_test, model_supervisor, drift_detector, lake_catalog,
 ]

@@ -170,3 +170,7 @@ def test_training_registers_models_with_lineage_and_a_changed_config_makes_chall
     health = registry.rows("model_performance_logs")
     assert sorted(r["model_id"] for r in health) == sorted(r.model_id for r in engines)
     assert all(r["health"] in ("HEALTHY", "DEGRADED", "CRITICAL") and r["latency_p99_ms"] > 0 for r in health)
+    (drift,) = registry.rows("drift_events")
+    assert drift["severity"] in ("LOW", "MEDIUM", "HIGH", "CRITICAL") and drift["statistics"]["features"]
+    assert set(drift["model_types"]) == {"lightgbm_classifier", "lightgbm_regressor"}
+    assert "prediction" in drift["statistics"] or "prediction" not in drift["drift_type"]
