@@ -55,8 +55,12 @@ def _partition_value(column: str, value: Any) -> str:
     return text
 
 
-def fsync_write(path: Path, data: bytes) -> None:
-    """Write bytes to ``path`` atomically: a crash leaves the old file or the new one, never half."""
+def fsync_write(path: Path, data: bytes, *, exclusive: bool = False) -> None:
+    """Write bytes to ``path`` atomically: a crash leaves the old file or the new one, never half.
+
+    ``exclusive``: create only, never replace (a hard link to the finished temp file, which fails when
+    the name exists: ``FileExistsError``); on a file system without hard links, a rename after a check.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -64,10 +68,19 @@ def fsync_write(path: Path, data: bytes) -> None:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
+        if not exclusive:
+            os.replace(tmp, path)
+            return
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            raise
+        except OSError:
+            if path.exists():
+                raise FileExistsError(f"{path} exists") from None
+            os.replace(tmp, path)
+    finally:
         Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def write_parquet_atomic(df: pl.DataFrame, path: Path) -> int:

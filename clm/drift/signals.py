@@ -40,14 +40,13 @@ import datetime as dt
 import json
 import os
 import re
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from clm.drift.detector import DRIFT_TYPES, DriftReport, Severity
-from clm.lake import Lake
+from clm.lake import Lake, fsync_write
 from clm.registry.base import Registry
 
 SIGNAL_KIND = "drift"
@@ -114,21 +113,10 @@ def _publish(path: Path, data: bytes) -> None:
     if path.exists():
         check_existing()
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        try:
-            os.link(tmp, path)  # fails if the name exists: never overwrites
-        except FileExistsError:
-            check_existing()
-        except OSError:  # a file system without hard links: rename (checked above, so only a race can lose)
-            os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+        fsync_write(path, data, exclusive=True)  # never overwrites
+    except FileExistsError:
+        check_existing()
 
 
 def write_drift_signal(lake: Lake, report: DriftReport) -> Path:
