@@ -16,7 +16,7 @@ from clm.features.store import FEATURES
 from clm.labels.store import LABELS
 from clm.markdown import markdown_table
 from clm.policy import Policy, PolicyError, load_policy
-from clm.registry.base import ModelRecord, Status
+from clm.registry.base import ModelRecord, active_forecasters
 from resources import LakeResource, RegistryResource
 
 # history a sequence engine reads before the first bar it is judged on (context_length x timeframe, with room)
@@ -126,7 +126,7 @@ def model_supervisor(context: dg.AssetExecutionContext, config: MonitoringConfig
     from clm.supervision import check_model, log_health
 
     policy, store, reg = _policy(), lake.lake, registry.registry
-    active = [r for r in reg.list_models(status=Status.ACTIVE, horizon=config.horizon) if r.model_type != "regime_gate"]
+    active = active_forecasters(reg, horizon=config.horizon)
     labels, candles = store.scan(LABELS), store.scan(CANDLES)
     rows, signals = [], []
     for record in sorted(active, key=lambda r: r.model_id):
@@ -186,7 +186,7 @@ def drift_detector(context: dg.AssetExecutionContext, config: MonitoringConfig, 
     recent = windows.recent.collect()
     context.log.info(f"reference {windows.reference_start:%Y-%m-%d %H:%M} .. {windows.reference_end:%Y-%m-%d %H:%M} "
                      f"({reference.height:,} rows), recent .. {windows.recent_end:%Y-%m-%d %H:%M} ({recent.height:,} rows)")
-    active = [r for r in reg.list_models(status=Status.ACTIVE, horizon=config.horizon) if r.model_type != "regime_gate"]
+    active = active_forecasters(reg, horizon=config.horizon)
     predictions = performance = None
     if active and reference.height and recent.height:
         try:

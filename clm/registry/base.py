@@ -49,6 +49,7 @@ TRANSITIONS: dict[Status, frozenset[Status]] = {
 }
 
 POOLED = "pooled"  # the scope of a model trained across the whole universe
+GATE_MODEL_TYPE = "regime_gate"  # the regime gate is registered like a model, but forecasts nothing
 
 
 def check_transition(model_id: str, current: Status, target: Status) -> None:
@@ -263,3 +264,8 @@ class Registry(ABC):
              ) -> list[dict[str, Any]]:
         """Rows of a ``LOG_TABLES`` table (or ``model_registry``/``status_history``), equality filters only,
         newest first."""
+
+
+def active_forecasters(registry: Registry, *, horizon: int | None = None) -> list[ModelRecord]:
+    """The ACTIVE models that forecast (every champion but the regime gate)."""
+    return [r for r in registry.list_models(status=Status.ACTIVE, horizon=horizon) if r.model_type != GATE_MODEL_TYPE]

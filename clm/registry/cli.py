@@ -12,7 +12,7 @@ import sys
 from collections.abc import Iterable
 
 from clm.lake import Lake
-from clm.registry.base import POOLED, ModelKey, ModelRecord, Status
+from clm.registry.base import POOLED, ModelKey, ModelRecord, Status, active_forecasters
 
 LIST_METRICS = (("directional_accuracy|oos_directional_accuracy", "hit", ".3f"), ("model_sharpe", "sharpe", ".2f"),
                 ("model_dsr", "dsr", ".2f"))
@@ -115,7 +115,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     if args.model_ids:
         records = [registry.get(model_id) for model_id in args.model_ids]
     else:
-        records = [r for r in registry.list_models(status=Status.ACTIVE) if r.model_type != "regime_gate"]
+        records = active_forecasters(registry)
         if not records:
             print("clm models export: no ACTIVE model to export (run 'make run' first)", file=sys.stderr)
             return 2

@@ -23,11 +23,10 @@ import polars as pl
 
 from clm.lake import Lake
 from clm.models.artifacts import canonical_json, json_safe, sha256_file, verify_manifest
-from clm.registry.base import POOLED, ModelKey, ModelRecord, Registry, Status
+from clm.registry.base import GATE_MODEL_TYPE, POOLED, ModelKey, ModelRecord, Registry, Status
 
 EXPORT_MANIFEST = "manifest.json"
 EXPORT_FORMAT_VERSION = 1
-GATE_TYPE = "regime_gate"
 INTEGRITY_REPORT = "reports/data_integrity.json"
 REGIME_MAP = "reports/regime_map.json"
 
@@ -71,7 +70,7 @@ def _documents(lake: Lake, registry: Registry, record: ModelRecord) -> dict[str,
         path = lake.root / relative
         if path.is_file():
             docs[name] = path.read_bytes()
-    gate = registry.active(ModelKey(GATE_TYPE, POOLED, record.horizon))
+    gate = registry.active(ModelKey(GATE_MODEL_TYPE, POOLED, record.horizon))
     if gate is not None and (Path(gate.file_path) / "gate.json").is_file():
         verify_manifest(Path(gate.file_path))
         docs["regime_gate.json"] = (Path(gate.file_path) / "gate.json").read_bytes()

@@ -64,9 +64,8 @@ from clm.evaluation.gate import RegimeGate
 from clm.lake import Lake, TableNotFound
 from clm.models.artifacts import ArtifactError, read_json, read_manifest, verify_manifest
 from clm.models.base import load_engine
-from clm.registry.base import POOLED, ModelRecord, Registry, Status
+from clm.registry.base import GATE_MODEL_TYPE, POOLED, ModelRecord, Registry, Status
 
-GATE_MODEL_TYPE = "regime_gate"  # clm.training.store.GATE_ENGINE: how the gate is registered
 GATE_FILE = "gate.json"
 OOS_PREDICTIONS = "oos_predictions"  # clm.training.store.OOS_PREDICTIONS
 PER_SYMBOL_ENGINE = "per_symbol"  # clm.models.per_symbol.ENGINE

@@ -19,9 +19,8 @@ import polars as pl
 from clm.lake import Lake
 from clm.models.artifacts import ArtifactError, read_manifest
 from clm.models.base import engine_class
-from clm.registry.base import POOLED, ModelRecord, Registry, Status
+from clm.registry.base import GATE_MODEL_TYPE, POOLED, ModelRecord, Registry, Status
 from clm.serving.champion import (
-    GATE_MODEL_TYPE,
     PER_SYMBOL_ENGINE,
     Champion,
     ModelBook,

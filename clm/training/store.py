@@ -28,7 +28,7 @@ from clm.models.artifacts import ArtifactManifest, json_safe, read_manifest, wri
 from clm.models.base import engine_class
 from clm.models.per_symbol import PerSymbolModel
 from clm.regimes.store import REGIMES
-from clm.registry.base import POOLED, Lineage, ModelRecord, NewModel, Registry, Status
+from clm.registry.base import GATE_MODEL_TYPE, POOLED, Lineage, ModelRecord, NewModel, Registry, Status
 from clm.registry.lineage import code_version, data_hash
 from clm.training.evaluate import Evaluation, evaluate_engines
 from clm.training.runs import EngineRun, TrainingConfig, training_frame, walk_forward
@@ -40,7 +40,7 @@ EVALUATION_DETAIL = "evaluation_detail"
 COSTS = "costs"
 CONSENSUS = "consensus"
 DECISION_LOG = "decision_log"
-GATE_ENGINE = "regime_gate"
+GATE_ENGINE = GATE_MODEL_TYPE
 
 
 @dataclass
