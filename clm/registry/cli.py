@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Iterable
 
@@ -22,7 +23,7 @@ def _open(args: argparse.Namespace):
     from clm.registry import open_registry
 
     lake = Lake.from_env()
-    return lake, open_registry(lake, getattr(args, "registry_url", None))
+    return lake, open_registry(lake, getattr(args, "registry_url", None) or os.environ.get("CLM_REGISTRY_URL"))
 
 
 def _metric(record: ModelRecord, names: str, spec: str) -> str:
