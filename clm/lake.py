@@ -163,6 +163,11 @@ class Lake:
         return self.root / "active_policy.yaml"
 
     @property
+    def policies_dir(self) -> Path:
+        """RL policy snapshots (``clm.rl.store``): ``models/policies/<agent>/v0001/`` ..."""
+        return self.root / "models" / "policies"
+
+    @property
     def halt_path(self) -> Path:
         """``signals/halt.json``: while it exists, serving refuses to trade (written on CRITICAL drift)."""
         return self.root / "signals" / "halt.json"

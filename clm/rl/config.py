@@ -1,0 +1,56 @@
+"""Validation shared by the RL configs: pydantic models with unknown keys refused, errors naming the key.
+
+Every RL config (reward schema, agents, online learner) is a frozen pydantic model built through
+``validate_config``, so a typo or an out-of-range value fails the same way ``policy.yaml`` does:
+``RLConfigError: meta_strategy config: epsilon_decay: Input should be less than or equal to 1 (got 1.5)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+
+class RLConfigError(ValueError):
+    """An RL config (or the reward schema) is invalid; the message names the config and the key."""
+
+
+class RLSection(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def _key_path(loc: tuple[Any, ...]) -> str:
+    return ".".join(str(part) for part in loc) or "(top level)"
+
+
+def validate_config(model: type[M], data: Any, *, source: str) -> M:
+    """``model`` from ``data`` (a mapping, an instance of ``model`` or None for the defaults).
+
+    Problems are reported together, each with its key path, as ``RLConfigError``."""
+    if isinstance(data, model):
+        return data
+    if data is None:
+        data = {}
+    if isinstance(data, BaseModel):
+        data = data.model_dump()
+    if not isinstance(data, Mapping):
+        raise RLConfigError(f"{source}: expected a mapping of settings, got {type(data).__name__}")
+    try:
+        return model.model_validate(dict(data))
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            where = _key_path(error["loc"])
+            if error["type"] == "extra_forbidden":
+                problems.append(f"{where}: unknown key")
+            elif error["type"] == "value_error":  # a cross-field rule; its message names the fields
+                message = error["msg"].removeprefix("Value error, ")
+                problems.append(f"{where}: {message}" if error["loc"] else message)
+            else:
+                problems.append(f"{where}: {error['msg']} (got {error.get('input')!r})")
+        raise RLConfigError(f"{source}: " + "; ".join(problems)) from None
