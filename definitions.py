@@ -1,4 +1,4 @@
-"""The CLM code location: every asset, check, job, sensor and resource, assembled in one place."""
+"""The CLM code location: every asset, check, job, schedule, sensor and resource, assembled in one place."""
 
 import warnings
 
@@ -10,12 +10,14 @@ warnings.filterwarnings("ignore", category=dg.BetaWarning)
 
 from assets import all_assets  # noqa: E402
 from jobs import all_jobs  # noqa: E402
+from jobs.schedules import all_schedules  # noqa: E402
 from resources import build_resources  # noqa: E402
 from sensors import all_sensors  # noqa: E402
 
 defs = dg.Definitions(
     assets=all_assets,
     jobs=all_jobs,
+    schedules=all_schedules,
     sensors=all_sensors,
     resources=build_resources(),
 )

@@ -1,16 +1,21 @@
-"""Jobs: asset selections that runs, sensors and the CLI launch."""
+"""Jobs: asset selections that runs, sensors, schedules and the CLI launch."""
 
 
 import dagster as dg
 
+from clm.automation.jobs import DRIFT_CHECK, FULL_RETRAIN, PARTIAL_RETRAIN, RL_MAINTENANCE, TRIGGER_TAG
+
 # the training group and the report of each training run
 _training = dg.AssetSelection.groups("training") | dg.AssetSelection.assets("training_report")
 _monitoring = dg.AssetSelection.groups("monitoring")
+_rl = dg.AssetSelection.groups("rl")
+# A run launched by hand says so; a sensor's or schedule's run request overrides the tag with its trigger.
+_MANUAL = {TRIGGER_TAG: "manual"}
 
 # Market data, telemetry, features, labels, regimes, reports and the catalog: what a landed file updates.
 ingest_job = dg.define_asset_job(
     "ingest_job",
-    selection=dg.AssetSelection.all() - _training - _monitoring,
+    selection=dg.AssetSelection.all() - _training - _monitoring - _rl,
     description="Ingest market data and telemetry for a partition range, build features, labels and regimes, "
                 "then refresh reports and the catalog.",
 )
@@ -31,4 +36,39 @@ monitoring_job = dg.define_asset_job(
                 "check every champion's health, and look for drift (policy.yaml, read fresh).",
 )
 
-all_jobs = [ingest_job, training_job, monitoring_job]
+# What the automation launches (sensors/, jobs/schedules.py); every run is tagged clm/trigger.
+full_retrain = dg.define_asset_job(
+    FULL_RETRAIN,
+    selection=_training | dg.AssetSelection.assets("lake_catalog"),
+    tags=_MANUAL,
+    description="Retrain every configured engine, evaluate, vote the consensus and report: launched by the "
+                "weekly schedule, HIGH or CRITICAL drift, or a regime change when the policy says so "
+                "(never within policy min_retrain_interval_hours of the last retrain).",
+)
+
+partial_retrain = dg.define_asset_job(
+    PARTIAL_RETRAIN,
+    selection=_training | dg.AssetSelection.assets("lake_catalog"),
+    tags=_MANUAL,
+    description="Retrain only the model types a MEDIUM drift names: launched with an asset selection of their "
+                "model_<type> assets plus evaluation, consensus, training_report and lake_catalog (tag "
+                "clm/model_types); the other engines keep their stored results. Launched whole, it retrains all.",
+)
+
+rl_maintenance = dg.define_asset_job(
+    RL_MAINTENANCE,
+    selection=_rl,
+    tags=_MANUAL,
+    description="Ask the RL meta-strategy agent to reset after a regime change (an rl_versions row "
+                "RESET_REQUESTED); run config ops.rl_reset.config names the change.",
+)
+
+drift_check = dg.define_asset_job(
+    DRIFT_CHECK,
+    selection=dg.AssetSelection.assets("drift_detector", "model_supervisor"),
+    tags=_MANUAL,
+    description="Look for drift and check every champion's health: the two checks that write the signal files "
+                "drift_sensor acts on (every policy drift_detection.check_interval_hours).",
+)
+
+all_jobs = [ingest_job, training_job, monitoring_job, full_retrain, partial_retrain, rl_maintenance, drift_check]

@@ -79,11 +79,15 @@ def scan_landing(folder: Path, cursor: dict[str, str]) -> LandingScan:
 
 
 def reject_file(folder: Path, rejected_dir: Path, relative: str, reason: str) -> Path:
-    """Move a landed file aside with a ``.reason.txt`` next to it."""
-    source = (folder / relative).resolve()
-    if not source.is_relative_to(folder.resolve()):
-        raise ValueError(f"{relative!r} is outside the landing folder")
-    target = rejected_dir / relative
+    """Move a file out of ``folder`` into ``rejected_dir`` with a ``.reason.txt`` next to it (landing and
+    signal files alike). A symbolic link is moved itself, never the file it points to, which may lie anywhere."""
+    root = folder.resolve()
+    given = folder / relative
+    parent = given.parent.resolve()
+    if not parent.is_relative_to(root) or given.name in ("", ".", ".."):
+        raise ValueError(f"{relative!r} is outside {folder}")
+    source = parent / given.name
+    target = rejected_dir / source.relative_to(root)
     target.parent.mkdir(parents=True, exist_ok=True)
     shutil.move(str(source), target)
     fsync_write(target.with_name(target.name + ".reason.txt"), (reason + "\n").encode())
