@@ -239,6 +239,65 @@ def cmd_catalog(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_status(args: argparse.Namespace) -> int:
+    from clm.status import build_status, status_text
+
+    report = build_status(Lake.from_env(), recent_jobs=args.jobs)
+    print(json.dumps(report.to_dict(), indent=2) if args.json else status_text(report))
+    return 0
+
+
+def cmd_metrics(args: argparse.Namespace) -> int:
+    from clm import metrics
+
+    lake = Lake.from_env()
+    if args.textfile:
+        print(f"clm metrics: wrote {metrics.write_textfile(args.textfile, lake)}")
+        return 0
+    if args.serve is None:
+        print(metrics.exposition(lake), end="")
+        return 0
+    server, thread = metrics.serve(args.serve, host=args.host, lake=lake)
+    print(f"clm metrics: serving http://{args.host}:{server.server_port}/metrics (Ctrl-C to stop)", flush=True)
+    try:
+        thread.join()
+    except KeyboardInterrupt:
+        server.shutdown()
+    return 0
+
+
+def cmd_halt(args: argparse.Namespace) -> int:
+    from clm.automation.halt import clear_halt, read_halt, write_halt
+
+    lake = Lake.from_env()
+    if args.clear and args.reason:
+        print("clm halt: --clear and --reason exclude each other", file=sys.stderr)
+        return 2
+    if args.clear:
+        previous = read_halt(lake)
+        if clear_halt(lake):
+            print(f"clm halt: cleared ({lake.halt_path} removed; it said: {(previous or {}).get('reason')}); "
+                  "serving trades again")
+        else:
+            print(f"clm halt: trading was not halted ({lake.halt_path} does not exist)")
+        return 0
+    if args.reason:
+        write_halt(lake, args.reason, source="cli")
+        print(f"clm halt: trading halted ({lake.halt_path}): {args.reason}")
+        return 0
+    state = read_halt(lake)
+    if state is None:
+        print(f"trading is not halted ({lake.halt_path} does not exist)")
+    else:
+        print(f"TRADING HALTED: {state['reason']}")
+        for key in ("source", "written_at", "details", "previous"):
+            value = state.get(key)
+            if value:
+                print(f"  {key}: {value if isinstance(value, str) else json.dumps(value, sort_keys=True, default=str)}")
+        print(f"  file: {lake.halt_path}\n  resume with: clm halt --clear")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="clm", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -256,6 +315,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_summary)
     p = sub.add_parser("catalog", help="rebuild the DuckDB catalog of views (normally done by the lake_catalog asset)")
     p.set_defaults(func=cmd_catalog)
+    p = sub.add_parser("status", help="at a glance: champions, challengers and their shadow progress, last and next "
+                                      "retrain, drift, halt, RL versions, recent jobs")
+    p.add_argument("--json", action="store_true", help="the same as JSON")
+    p.add_argument("--jobs", type=int, default=10, help="recent jobs to list (default 10)")
+    p.set_defaults(func=cmd_status)
+    p = sub.add_parser("metrics", help="Prometheus metrics of the registry and lake: print, --serve or --textfile")
+    out = p.add_mutually_exclusive_group()
+    out.add_argument("--serve", type=int, metavar="PORT", help="serve /metrics on HOST:PORT until stopped")
+    out.add_argument("--textfile", metavar="PATH", help="write them for node_exporter's textfile collector")
+    p.add_argument("--host", default="127.0.0.1", help="address --serve binds (default 127.0.0.1)")
+    p.set_defaults(func=cmd_metrics)
+    p = sub.add_parser("halt", help="show the trading halt; --clear lifts it, --reason sets one")
+    p.add_argument("--clear", action="store_true", help="remove the halt file: serving trades again")
+    p.add_argument("--reason", help="halt trading now, with this reason")
+    p.set_defaults(func=cmd_halt)
     models_cli.add_parser(sub)
     return parser
 

@@ -25,6 +25,14 @@ def test_definitions_load():
             "do_not_trade", "data_integrity", "feedback_events", "lake_catalog"} <= keys
     assert defs.resolve_sensor_def("landing_sensor")
     assert defs.resolve_job_def("ingest_job") and defs.resolve_job_def("training_job")
+    for sensor in ("drift_sensor", "regime_sensor", "retraining_started_sensor", "retraining_succeeded_sensor",
+                   "retraining_failed_sensor", "retraining_canceled_sensor"):
+        assert defs.resolve_sensor_def(sensor)
+    for job in ("full_retrain", "partial_retrain", "rl_maintenance", "drift_check"):
+        assert defs.resolve_job_def(job).tags["clm/trigger"] == "manual"
+    assert {s.name for s in defs.schedules} == {"weekly_full_retrain", "drift_check_schedule"}
+    assert "rl_reset" in keys and "rl_reset" not in {
+        k.to_user_string() for k in defs.resolve_job_def("ingest_job").asset_layer.executable_asset_keys}
 
 
 def test_whole_graph_runs_in_process(lake_root, tiny_market):
