@@ -1,10 +1,10 @@
-"""RL maintenance: what the regime sensor asks of the RL meta-strategy agent (the RL issue builds on this)."""
+"""RL maintenance: a regime change resets the RL meta-strategy agent (requested, then applied once)."""
 
 
 import dagster as dg
 from pydantic import Field
 
-from resources import RegistryResource
+from resources import LakeResource, RegistryResource
 
 
 class RLResetConfig(dg.Config):
@@ -22,12 +22,15 @@ class RLResetConfig(dg.Config):
     group_name="rl",
     kinds={"python", "duckdb"},
     pool="duckdb_writer",  # writes the registry (one DuckDB writer)
-    description="A reset request for the RL meta-strategy agent after a regime change: an rl_versions row "
-                "(agent meta_strategy, status RESET_REQUESTED, the change as reason), once per change.",
+    description="Resets the RL meta-strategy agent after a regime change: the request is recorded once per "
+                "change (rl_versions RESET_REQUESTED), then applied once (policy rl_maintenance."
+                "reset_on_regime_change): the current Q-table archived, a new version with epsilon 0.5.",
 )
-def rl_reset(context: dg.AssetExecutionContext, config: RLResetConfig,
+def rl_reset(context: dg.AssetExecutionContext, config: RLResetConfig, lake: LakeResource,
              registry: RegistryResource) -> dg.MaterializeResult:
     from clm.automation.rl import META_AGENT, request_rl_reset
+    from clm.policy import PolicyError, load_policy
+    from clm.rl import MetaStrategyAgent, RLStore
 
     change = None
     if config.to_regime:
@@ -37,6 +40,18 @@ def rl_reset(context: dg.AssetExecutionContext, config: RLResetConfig,
                                 run_id=context.run.run_id)
     context.log.info(f"{'recorded' if new else 'already recorded'}: rl_versions {row['version_id']} "
                      f"{row['status']} for {row['agent']} ({row['reason']})")
+    try:
+        maintenance = load_policy().rl_maintenance
+    except PolicyError as exc:
+        raise dg.Failure(str(exc)) from exc
+    store = RLStore(lake.lake.policies_dir, registry.registry)
+    agent = store.load(META_AGENT)
+    if agent is None:  # nothing learnt yet: the first version is what the reset archives
+        agent = MetaStrategyAgent()
+        store.snapshot(agent, reason="first version")
+    applied = store.apply_reset_requests(agent, maintenance)
+    for result in applied:
+        context.log.info(f"{META_AGENT}: {result}")
     return dg.MaterializeResult(metadata={
         "version_id": dg.MetadataValue.int(int(row["version_id"])),
         "agent": row["agent"],
@@ -44,4 +59,6 @@ def rl_reset(context: dg.AssetExecutionContext, config: RLResetConfig,
         "reason": row["reason"],
         "new_request": dg.MetadataValue.bool(new),
         "parent_version": row["parent_version"] or "",
+        "applied": dg.MetadataValue.json([str(r) for r in applied]),
+        "current_version": (store.current(META_AGENT).version if store.current(META_AGENT) else ""),
     })

@@ -12,10 +12,11 @@ from collections.abc import Mapping
 from typing import Any
 
 from clm.registry.base import Registry
+from clm.rl.meta import AGENT_NAME as META_AGENT
+from clm.rl.store import TABLE as RL_VERSIONS
+from clm.rl.store import RLStatus
 
-RL_VERSIONS = "rl_versions"
-META_AGENT = "meta_strategy"
-RESET_REQUESTED = "RESET_REQUESTED"
+RESET_REQUESTED = str(RLStatus.RESET_REQUESTED)
 
 
 def request_rl_reset(registry: Registry, *, reason: str, change: Mapping[str, Any] | None = None,

@@ -63,11 +63,17 @@ def test_a_change_launches_one_rl_reset_that_records_the_request(lake):
         run = job.execute_in_process(run_config=request.run_config, tags=request.tags,
                                      instance=dg.DagsterInstance.ephemeral())
         assert run.success
-    (row,) = open_registry(lake).rows("rl_versions")
-    assert row["agent"] == META_AGENT and row["status"] == RESET_REQUESTED and row["version"] is None
+    rows = open_registry(lake).rows("rl_versions")
+    (row,) = [r for r in rows if r["status"] == RESET_REQUESTED]
+    assert row["agent"] == META_AGENT and row["version"] is None
     assert "trend->panic" in row["reason"] and row["metrics"]["change"]["to"] == "panic"
+    # applied exactly once: the first version archived, a new one at epsilon 0.5, a RESET event
+    assert sorted(r["status"] for r in rows) == ["ACTIVE", "ACTIVE", "ARCHIVED", "RESET", RESET_REQUESTED]
+    newest = max((r for r in rows if r["status"] == "ACTIVE"), key=lambda r: r["version_id"])
+    assert newest["epsilon"] == 0.5
     (materialization,) = run.asset_materializations_for_node("rl_reset")
     assert materialization.metadata["new_request"].value is False
+    assert materialization.metadata["current_version"].value == newest["version"]
 
 
 def test_a_retrain_when_the_policy_says_so_inside_the_minimum_interval_skipped(lake, tmp_path, monkeypatch):
