@@ -155,6 +155,14 @@ class HaltWatch:
                             "Remove the file to resume once the cause is resolved.")
 
 
+class _NeverHalted:
+    def check(self) -> None:
+        return None
+
+
+_NO_HALT = _NeverHalted()
+
+
 # ------------------------------------------------------------------------------------------------
 # served models
 # ------------------------------------------------------------------------------------------------
@@ -483,7 +491,9 @@ class Champion:
     def __init__(self, symbol: str | None, horizon: int, models: Sequence[ServedModel], *,
                  gate: RegimeGate | None, gate_record: ModelRecord | None, lake: Lake,
                  correlations: Mapping[tuple[str, str], float] | None = None, min_consensus: float = 0.0,
-                 correlation_penalty: float = 1.0, halt_check_interval_s: float = 0.0):
+                 correlation_penalty: float = 1.0, halt_check_interval_s: float = 0.0, enforce_halt: bool = True):
+        """``enforce_halt=False`` is for evaluation (shadow tests, supervision), which must go on while trading
+        is halted: a halt stops trades, and the challenger that could end it still has to be judged."""
         if not models:
             raise ValueError("a champion needs at least one model")
         for name, value in (("min_consensus", min_consensus), ("correlation_penalty", correlation_penalty)):
@@ -502,7 +512,7 @@ class Champion:
         self.primary = self.models[self.primary_index]
         self._tabular = tuple(tabular)
         self._sequence = tuple(i for i, m in enumerate(self.models) if m.sequence)
-        self._halt = HaltWatch(lake, halt_check_interval_s)
+        self._halt = HaltWatch(lake, halt_check_interval_s) if enforce_halt else _NO_HALT
         # regime -> engine indices the gate enables (None / unseen regimes: the overall set)
         everyone = frozenset(range(len(self.models)))
         if gate is None:

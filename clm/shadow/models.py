@@ -87,13 +87,13 @@ class ShadowModel:
             # the engine's last out-of-sample fold (idempotent: only fills what is missing)
             self.book._calibrate([served])
             self._champions[key] = Champion(key if self.per_symbol else None, self.record.horizon, [served],
-                                            gate=None, gate_record=None, lake=self.book.lake)
+                                            gate=None, gate_record=None, lake=self.book.lake, enforce_halt=False)
         return self._champions[key]
 
     def predict(self, frame: pl.DataFrame) -> pl.DataFrame:
         """``MODEL_PREDICTIONS_SCHEMA`` per row of ``frame`` (a symbol-scoped model: its symbol's rows only);
         ``prediction``/``signal``/``edge_bps`` null where the engine abstained (e.g. a sequence engine
-        short of history). Raises ``TradingHalted`` while the halt file exists, as serving does."""
+        short of history). Goes on while trading is halted: judging models is not trading."""
         if self.record.scope != POOLED:
             frame = frame.filter(pl.col("symbol").cast(pl.String) == self.record.scope)
         n = frame.height
@@ -111,7 +111,6 @@ class ShadowModel:
                 kind = served.kind
                 part = frame if len(rows) == n else frame[rows]
                 if served.sequence:
-                    champion._halt.check()  # the halt file stops this path as it stops serving's
                     # serving forecasts a symbol's last bar only (a live request); judging a model needs
                     # every bar, each from the history before it, which the engine's own predict gives
                     predicted = np.asarray(served.engine.predict(part), dtype=np.float64)

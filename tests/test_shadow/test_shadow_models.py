@@ -144,14 +144,20 @@ def test_shadow_predictions_are_what_serving_computes(market, rows):
         shadow_predictions(rows, sets[REG].champion, sets[CLF].challengers)
 
 
-def test_the_halt_file_stops_shadow_predictions_too(market, rows):
+def test_a_halt_stops_trading_but_not_the_shadow_test(market, rows):
+    from clm.serving import Champion
+
     lake, registry, _models = market
     shadow = load_shadow_sets(lake, registry, horizon=12)[0]
+    before = shadow_predictions(rows.tail(5), shadow.champion, shadow.challengers)
     lake.halt_path.parent.mkdir(parents=True, exist_ok=True)
     lake.halt_path.write_text('{"reason": "CRITICAL drift"}')
     try:
         with pytest.raises(TradingHalted, match="CRITICAL drift"):
-            shadow_predictions(rows.tail(5), shadow.champion, shadow.challengers)
+            Champion.load(None, 12, lake=lake, registry=registry).predict(rows.tail(5))
+        # the challenger that could end the halt is still judged, on the same predictions
+        during = shadow_predictions(rows.tail(5), shadow.champion, shadow.challengers)
+        assert during.drop("predicted_at").equals(before.drop("predicted_at"))
     finally:
         lake.halt_path.unlink()
 
