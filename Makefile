@@ -9,7 +9,7 @@ export DAGSTER_HOME := $(CURDIR)/.dagster_home
 export CLM_LAKE ?= $(CURDIR)/data_lake
 export CLM_SOURCE ?= synthetic
 
-.PHONY: run test ui bench clean venv home
+.PHONY: run test ui bench clean venv home demo-loop
 
 venv: $(STAMP)
 
@@ -37,6 +37,12 @@ test: $(STAMP) home
 
 ui: $(STAMP) home
 	set -m; $(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+
+# The live replay (docs/demo.md): a synthetic market with a planted regime shift released day by day into
+# a fresh lake's landing folder while `dagster dev` runs; prints the timeline, stops what it started.
+# Its lake and Dagster home are a temp folder of their own (printed, kept for the UI), not the ones above.
+demo-loop: $(STAMP) home
+	$(BIN)/python scripts/demo_loop.py
 
 # the bench extra (TA-Lib, ta) is installed only here, never by `make test`
 BENCH_STAMP := $(VENV)/.bench-installed

@@ -10,7 +10,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,13 +20,19 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from clm.devserver import LOCATION, SENSOR, START_SENSOR
+from clm.devserver import alive as _alive
+from clm.devserver import descendants as _descendants
+from clm.devserver import free_port as _free_port
+from clm.devserver import graphql as _graphql
+from clm.devserver import group_alive as _group_alive
 from clm.lake import Lake
 
 REPO = Path(__file__).parents[1]
 DAGSTER = Path(sys.executable).with_name("dagster")
 START_TIMEOUT_S = 90
 RUN_TIMEOUT_S = 90
-STOP_TIMEOUT_S = 30
+STOP_TIMEOUT_S = 60  # a loaded 2-core machine with runs in flight needs more than 30 s
 PARTITION = "2024-01-01"
 IN_PROCESS = {"execution": {"config": {"in_process": {}}}}
 
@@ -37,63 +42,6 @@ pytestmark = [
     # raised inside DagsterGraphQLClient by its gql dependency
     pytest.mark.filterwarnings("ignore:Using variable_values and operation_name:DeprecationWarning"),
 ]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _graphql(port: int, query: str, variables: dict | None = None) -> dict:
-    request = urllib.request.Request(
-        f"http://127.0.0.1:{port}/graphql", data=json.dumps({"query": query, "variables": variables or {}}).encode(),
-        headers={"Content-Type": "application/json"},
-    )
-    with urllib.request.urlopen(request, timeout=30) as response:
-        payload = json.loads(response.read())
-    assert "errors" not in payload, payload["errors"]
-    return payload["data"]
-
-
-def _descendants(root: int) -> set[int]:
-    """Every live process below ``root`` (from /proc), to check that none outlives the stop."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            stat = _stat(entry.name)
-            if stat is not None:
-                children.setdefault(int(stat[1]), []).append(int(entry.name))
-    found, todo = set(), [root]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            if child not in found:
-                found.add(child)
-                todo.append(child)
-    return found
-
-
-def _stat(pid: int | str) -> list[str] | None:
-    """/proc/<pid>/stat after the command name: [state, ppid, pgrp, ...], or None when it is gone."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-
-
-def _alive(pid: int) -> bool:
-    stat = _stat(pid)
-    return stat is not None and stat[0] != "Z"  # a zombie has exited; only its parent's wait is missing
-
-
-def _group_alive(pgid: int) -> bool:
-    """A live (not zombie) process is still in the group (a container's init may never reap orphans)."""
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            stat = _stat(entry.name)
-            if stat is not None and stat[0] != "Z" and int(stat[2]) == pgid:
-                return True
-    return False
 
 
 @pytest.fixture
@@ -135,12 +83,7 @@ def _wait_for_location(port: int, log: Path) -> dict:
     last = None
     while time.monotonic() < deadline:
         try:
-            data = _graphql(port, """{
-              workspaceOrError { ... on Workspace { locationEntries { name loadStatus
-                locationOrLoadError { __typename ... on PythonError { message } } } } }
-              assetNodes { assetKey { path } groupName opNames isPartitioned }
-              repositoriesOrError { ... on RepositoryConnection { nodes { name location { name } } } }
-            }""")
+            data = _graphql(port, LOCATION)
         except (OSError, urllib.error.URLError) as exc:
             last = exc  # not listening yet
             time.sleep(1)
@@ -168,20 +111,6 @@ def _wait_for_run(client, run_id: str, log: Path) -> str:
             return status.value
         time.sleep(1)
     raise AssertionError(f"run {run_id} still {status} after {RUN_TIMEOUT_S}s; log:\n{log.read_text()[-3000:]}")
-
-
-SENSOR = """query ($selector: SensorSelector!) {
-  sensorOrError(sensorSelector: $selector) {
-    __typename
-    ... on Sensor { name sensorState { status ticks(limit: 10) { tickId status timestamp skipReason runIds
-                                                                  error { message } } } }
-    ... on PythonError { message }
-  }
-}"""
-START_SENSOR = """mutation ($selector: SensorSelector!) {
-  startSensor(sensorSelector: $selector) { __typename ... on Sensor { sensorState { status } }
-                                           ... on PythonError { message } }
-}"""
 
 
 def test_dagster_dev_graph_runs_sensor_ticks_and_a_clean_stop(dagster_dev):
