@@ -172,6 +172,21 @@ def _key_path(loc: tuple[Any, ...]) -> str:
     return ".".join(str(part) for part in loc) or "(top level)"
 
 
+def validation_problems(exc: ValidationError) -> list[str]:
+    """Each problem of a pydantic validation as ``key.path: what is wrong (got value)``, for config files."""
+    problems = []
+    for error in exc.errors():
+        where = _key_path(error["loc"])
+        if error["type"] == "extra_forbidden":
+            problems.append(f"{where}: unknown key")
+        elif error["type"] == "value_error":  # a cross-field rule; its message names the fields
+            message = error["msg"].removeprefix("Value error, ")
+            problems.append(f"{where}: {message}" if error["loc"] else message)
+        else:
+            problems.append(f"{where}: {error['msg']} (got {error.get('input')!r})")
+    return problems
+
+
 def parse_policy(data: Any, *, source: str = DEFAULT_PATH) -> Policy:
     """A ``Policy`` from parsed YAML; every problem is reported with its key path."""
     if data is None:
@@ -181,16 +196,7 @@ def parse_policy(data: Any, *, source: str = DEFAULT_PATH) -> Policy:
     try:
         return Policy.model_validate(dict(data))
     except ValidationError as exc:
-        problems = []
-        for error in exc.errors():
-            where = _key_path(error["loc"])
-            if error["type"] == "extra_forbidden":
-                problems.append(f"{where}: unknown key")
-            elif error["type"] == "value_error":  # a cross-field rule; its message names the fields
-                problems.append(f"{where}: {error['msg'].removeprefix('Value error, ')}")
-            else:
-                problems.append(f"{where}: {error['msg']} (got {error.get('input')!r})")
-        raise PolicyError(f"{source}: " + "; ".join(problems)) from None
+        raise PolicyError(f"{source}: " + "; ".join(validation_problems(exc))) from None
 
 
 def policy_path(environ: Mapping[str, str] | None = None) -> Path:

@@ -12,6 +12,8 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from clm.policy import validation_problems
+
 
 class RLConfigError(ValueError):
     """An RL config (or the reward schema) is invalid; the message names the config and the key."""
@@ -22,10 +24,6 @@ class RLSection(BaseModel):
 
 
 M = TypeVar("M", bound=BaseModel)
-
-
-def _key_path(loc: tuple[Any, ...]) -> str:
-    return ".".join(str(part) for part in loc) or "(top level)"
 
 
 def validate_config(model: type[M], data: Any, *, source: str) -> M:
@@ -43,14 +41,4 @@ def validate_config(model: type[M], data: Any, *, source: str) -> M:
     try:
         return model.model_validate(dict(data))
     except ValidationError as exc:
-        problems = []
-        for error in exc.errors():
-            where = _key_path(error["loc"])
-            if error["type"] == "extra_forbidden":
-                problems.append(f"{where}: unknown key")
-            elif error["type"] == "value_error":  # a cross-field rule; its message names the fields
-                message = error["msg"].removeprefix("Value error, ")
-                problems.append(f"{where}: {message}" if error["loc"] else message)
-            else:
-                problems.append(f"{where}: {error['msg']} (got {error.get('input')!r})")
-        raise RLConfigError(f"{source}: " + "; ".join(problems)) from None
+        raise RLConfigError(f"{source}: " + "; ".join(validation_problems(exc))) from None
