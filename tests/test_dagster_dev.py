@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from clm.devserver import LOCATION, SENSOR, START_SENSOR
+from clm.devserver import LOCATION, RUNS, SENSOR, START_SENSOR
 from clm.devserver import alive as _alive
 from clm.devserver import descendants as _descendants
 from clm.devserver import free_port as _free_port
@@ -167,6 +167,16 @@ def test_dagster_dev_graph_runs_sensor_ticks_and_a_clean_stop(dagster_dev):
     # nothing has landed: the daemon evaluated the sensor, which skipped with its reason
     assert ticks[0]["status"] == "SKIPPED" and "no new files" in ticks[0]["skipReason"], ticks[0]
     assert not ticks[0]["runIds"]
+
+    # the ingest set off runs of its own (the RL reset for the regime changes it found, the monitoring after
+    # it): let them finish, so the stop below measures dagster dev, not a run's shutdown
+    deadline = time.monotonic() + RUN_TIMEOUT_S
+    while time.monotonic() < deadline:
+        runs = _graphql(port, RUNS, {"limit": 50})["runsOrError"]["results"]
+        if all(r["status"] in ("SUCCESS", "FAILURE", "CANCELED") for r in runs):
+            break
+        time.sleep(1)
+    assert all(r["status"] == "SUCCESS" for r in runs), [(r["jobName"], r["status"]) for r in runs]
 
     # stop: one SIGTERM to the process group; nothing it started may survive
     pgid = started["pgid"]
