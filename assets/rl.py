@@ -22,6 +22,7 @@ class RLResetConfig(dg.Config):
     group_name="rl",
     kinds={"python", "duckdb"},
     pool="duckdb_writer",  # writes the registry (one DuckDB writer)
+    backfill_policy=dg.BackfillPolicy.single_run(),  # a partition-range CLI run may select it
     description="Resets the RL meta-strategy agent after a regime change: the request is recorded once per "
                 "change (rl_versions RESET_REQUESTED), then applied once (policy rl_maintenance."
                 "reset_on_regime_change): the current Q-table archived, a new version with epsilon 0.5.",

@@ -37,7 +37,11 @@ def _dagster_bin() -> str:
     return found
 
 
-def run_graph(source: str, lake: Lake, *, selection: str = "*") -> int:
+# everything but the RL reset, which answers a regime change (regime_sensor), not a data refresh
+DEFAULT_SELECTION = "not group:rl"
+
+
+def run_graph(source: str, lake: Lake, *, selection: str = DEFAULT_SELECTION) -> int:
     """Materialise the whole graph for the source's date range as one in-process Dagster run."""
     from clm.data.sources import source_date_range
 
