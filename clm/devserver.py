@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import Any
 
 START_TIMEOUT_S = 90
-STOP_TIMEOUT_S = 60  # a loaded 2-core machine with runs in flight needs more than 30 s
+# dagster's code server waits up to 60 s for gRPC calls in flight (e.g. a sensor tick) before it exits
+STOP_TIMEOUT_S = 120
 FINISHED = ("SUCCESS", "FAILURE", "CANCELED")
 
 

@@ -32,7 +32,8 @@ REPO = Path(__file__).parents[1]
 DAGSTER = Path(sys.executable).with_name("dagster")
 START_TIMEOUT_S = 90
 RUN_TIMEOUT_S = 90
-STOP_TIMEOUT_S = 60  # a loaded 2-core machine with runs in flight needs more than 30 s
+# dagster's code server waits up to 60 s for gRPC calls in flight (e.g. a sensor tick) before it exits
+STOP_TIMEOUT_S = 120
 PARTITION = "2024-01-01"
 IN_PROCESS = {"execution": {"config": {"in_process": {}}}}
 
@@ -191,4 +192,4 @@ def test_dagster_dev_graph_runs_sensor_ticks_and_a_clean_stop(dagster_dev):
     assert not [p for p in started["seen"] if _alive(p)], "a process dagster dev started outlived it"
     with pytest.raises(OSError):
         urllib.request.urlopen(f"http://127.0.0.1:{port}/server_info", timeout=2)
-    assert time.monotonic() - began < 150
+    assert time.monotonic() - began < 300
