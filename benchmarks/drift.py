@@ -25,7 +25,6 @@ loop; fit + check together is reported beside it.
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import os
 import sys
@@ -33,6 +32,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from timing import fmt, repeat, timing
 
 TARGET_SPEEDUP = 5.0  # scipy loop time / clm check time, at least
 D_TOLERANCE = 1e-12
@@ -59,21 +59,6 @@ def make_data(features: int, n_reference: int, n_recent: int, seed: int) -> tupl
     return reference, recent, changes
 
 
-def _repeat(fn, reps: int):
-    out, times = None, []
-    for _ in range(reps):
-        out = None
-        gc.collect()
-        t0 = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - t0)
-    return out, times
-
-
-def _timing(times: list[float]) -> dict:
-    return {"best_s": min(times), "first_s": times[0], "times_s": times, "reps": len(times)}
-
-
 def scipy_loop(reference: np.ndarray, recent: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     from scipy.stats import ks_2samp
 
@@ -97,10 +82,6 @@ def naive_psi(reference: np.ndarray, recent: np.ndarray, bins: int) -> np.ndarra
     return np.array(out)
 
 
-def _fmt(value, spec: str) -> str:
-    return "-" if value is None else format(value, spec)
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--features", type=int, default=64)
@@ -121,11 +102,11 @@ def main() -> int:
     reference, recent, changes = make_data(args.features, args.reference, args.recent, args.seed)
     names = [f"f{j:02d}" for j in range(args.features)]
 
-    (scipy_d, scipy_p), scipy_times = _repeat(lambda: scipy_loop(reference, recent), args.reps)
-    fitted, fit_times = _repeat(lambda: DriftReference.fit(reference, names, bins=DEFAULT_BINS), args.reps)
-    table, check_times = _repeat(lambda: fitted.compare(recent), args.reps)
-    _, serial_times = _repeat(lambda: fitted.compare(recent, threads=1), args.reps)
-    psi_naive, naive_times = _repeat(lambda: naive_psi(reference, recent, DEFAULT_BINS), 1)
+    (scipy_d, scipy_p), scipy_times = repeat(lambda: scipy_loop(reference, recent), args.reps)
+    fitted, fit_times = repeat(lambda: DriftReference.fit(reference, names, bins=DEFAULT_BINS), args.reps)
+    table, check_times = repeat(lambda: fitted.compare(recent), args.reps)
+    _, serial_times = repeat(lambda: fitted.compare(recent, threads=1), args.reps)
+    psi_naive, naive_times = repeat(lambda: naive_psi(reference, recent, DEFAULT_BINS), 1)
 
     d = table["ks_statistic"].to_numpy()
     p = table["ks_p_value"].to_numpy()
@@ -164,11 +145,11 @@ def main() -> int:
         "scipy": scipy.__version__,
         "load_average": {"before": load_before, "after": os.getloadavg()},
         "timings": {
-            "scipy_loop": _timing(scipy_times),
-            "clm_fit": _timing(fit_times),
-            "clm_check": _timing(check_times),
-            "clm_check_one_thread": _timing(serial_times),
-            "naive_psi": _timing(naive_times),
+            "scipy_loop": timing(scipy_times),
+            "clm_fit": timing(fit_times),
+            "clm_check": timing(check_times),
+            "clm_check_one_thread": timing(serial_times),
+            "naive_psi": timing(naive_times),
         },
         "speedup_check": speedup,
         "speedup_fit_and_check": speedup_fit,
@@ -198,7 +179,7 @@ def main() -> int:
     print(f"  statistics: max |D - scipy| {d_diff.max():.1e}, max relative p difference {p_rel.max():.1e} "
           f"(p from {p.min():.1e} to {p.max():.2f}), max |PSI - naive| {psi_diff.max():.1e}")
     for name, t in targets.items():
-        print(f"  target {name}: {'PASS' if t['pass'] else 'FAIL'} ({_fmt(t['value'], '.3g')}; target {t['target']})")
+        print(f"  target {name}: {'PASS' if t['pass'] else 'FAIL'} ({fmt(t['value'], '.3g')}; target {t['target']})")
     print(f"  results: {args.json}  ({summary['elapsed_s']:.0f} s)")
     return 0 if all(t["pass"] for t in targets.values()) else 1
 

@@ -26,7 +26,6 @@ under 50 ms (median).
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import os
 import resource
@@ -37,6 +36,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from timing import fmt, repeat, timing
 
 TIMEFRAME_SECONDS = 300
 TARGET_ALL_S = 3.0
@@ -66,22 +66,6 @@ LABELS = {
 
 def _peak_rss_gib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2  # KiB on Linux
-
-
-def _repeat(fn, reps: int):
-    """Run ``fn`` ``reps`` times (the previous result freed first); the last result and the times."""
-    out, times = None, []
-    for _ in range(reps):
-        out = None
-        gc.collect()
-        t0 = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - t0)
-    return out, times
-
-
-def _timing(times: list[float]) -> dict:
-    return {"best_s": min(times), "first_s": times[0], "times_s": times, "reps": len(times)}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -127,8 +111,8 @@ def run_clm(work: Path, sets: tuple[str, ...] | None, reps: int, by_set: bool) -
         selection = select_features(config, symbols, TIMEFRAME_SECONDS)
         return compute_features(candles, selection, timeframe_seconds=TIMEFRAME_SECONDS)
 
-    features, times = _repeat(build, reps)
-    out = {**_timing(times), "peak_rss_gib": _peak_rss_gib(), "rows": features.height,
+    features, times = repeat(build, reps)
+    out = {**timing(times), "peak_rss_gib": _peak_rss_gib(), "rows": features.height,
            "columns": features.width, "features": features.width - len(KEYS) - 1}
     if sets == ("ta",):
         _write_ta(features, work / "clm_ta.parquet")
@@ -137,7 +121,7 @@ def run_clm(work: Path, sets: tuple[str, ...] | None, reps: int, by_set: bool) -
         out["by_set_s"] = {}
         for name in config.sets:
             selection = select_features(FeatureConfig(sets=(name,)), symbols, TIMEFRAME_SECONDS)
-            _, t = _repeat(lambda: compute_features(candles, selection, timeframe_seconds=TIMEFRAME_SECONDS), 2)
+            _, t = repeat(lambda: compute_features(candles, selection, timeframe_seconds=TIMEFRAME_SECONDS), 2)
             out["by_set_s"][name] = min(t)
     return out
 
@@ -172,8 +156,8 @@ def talib_ta(candles):
 def run_talib(work: Path, reps: int) -> dict:
     import talib  # noqa: F401 - imported before the clock starts, as clm's modules are
     candles = _read(work / "candles.parquet")  # sorted by symbol, timestamp (CANDLE_SCHEMA's order)
-    result, times = _repeat(lambda: talib_ta(candles), reps)
-    out = {**_timing(times), "peak_rss_gib": _peak_rss_gib(), "rows": result.height, "columns": result.width,
+    result, times = repeat(lambda: talib_ta(candles), reps)
+    out = {**timing(times), "peak_rss_gib": _peak_rss_gib(), "rows": result.height, "columns": result.width,
            "features": len(TA_COLUMNS)}
     _write_ta(result, work / "talib.parquet")
     return out
@@ -214,7 +198,6 @@ def run_pandas(work: Path, reps: int, quick: bool) -> dict:
     import warnings
 
     import polars as pl
-
     import ta  # noqa: F401 - imported before the clock starts, as clm's modules are
 
     warnings.simplefilter("ignore")  # ta 0.11 under pandas 3: deprecation chatter only
@@ -224,12 +207,12 @@ def run_pandas(work: Path, reps: int, quick: bool) -> dict:
         keep = candles["symbol"].unique(maintain_order=True).head(QUICK_SYMBOLS)
         candles = candles.filter(pl.col("symbol").is_in(keep.implode()))
     frame = candles.select(*KEYS, "high", "low", "close").to_pandas()
-    result, times = _repeat(lambda: pandas_ta(frame), reps)
-    out = {**_timing(times), "peak_rss_gib": _peak_rss_gib(), "rows": len(result), "columns": result.shape[1],
+    result, times = repeat(lambda: pandas_ta(frame), reps)
+    out = {**timing(times), "peak_rss_gib": _peak_rss_gib(), "rows": len(result), "columns": result.shape[1],
            "features": len(TA_COLUMNS), "symbols_run": int(frame["symbol"].nunique())}
     if quick:  # linear in the number of series (a per-series loop): scale up, and say so
         scale = n_symbols / out["symbols_run"]
-        out.update(extrapolated=True, measured=_timing(times), best_s=min(times) * scale, first_s=times[0] * scale,
+        out.update(extrapolated=True, measured=timing(times), best_s=min(times) * scale, first_s=times[0] * scale,
                    times_s=[t * scale for t in times])
     pl.from_pandas(result).with_columns(
         pl.col("timestamp").cast(candles.schema["timestamp"]), pl.col("segment_id").cast(pl.Int32)
@@ -361,10 +344,6 @@ def cross_check(work: Path) -> dict:
 # ---------------------------------------------------------------------------------------------
 
 
-def _fmt(x, spec: str, missing: str = "-") -> str:
-    return missing if x is None else format(x, spec)
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--symbols", type=int, default=50)
@@ -480,12 +459,12 @@ def main() -> int:
                 print(f"  {'':18s} live vs batch on the last bar: not compared ({vb['error']})")
             else:
                 print(f"  {'':18s} live vs batch on the last bar: {vb['features_compared']} features x {vb['rows']}"
-                      f" symbols, max |diff| {_fmt(vb['max_abs_diff'], '.1e')} (informational)")
+                      f" symbols, max |diff| {fmt(vb['max_abs_diff'], '.1e')} (informational)")
             continue
         note = f"  (extrapolated from {r['symbols_run']} symbols)" if r.get("extrapolated") else ""
         print(f"  {LABELS[name]:18s} {r['features']:>8d} {r['best_s']:>8.2f} {r['first_s']:>8.2f} {r['reps']:>4d}"
-              f" {r['peak_rss_gib']:>12.2f} {_fmt(r.get('vs_talib'), '>12.2f'):>12s}x"
-              f" {_fmt(r.get('pandas_speedup'), '>15.1f'):>15s}x{note}")
+              f" {r['peak_rss_gib']:>12.2f} {fmt(r.get('vs_talib'), '>12.2f'):>12s}x"
+              f" {fmt(r.get('pandas_speedup'), '>15.1f'):>15s}x{note}")
     if "by_set_s" in all_:
         parts = ", ".join(f"{k} {v:.2f} s" for k, v in all_["by_set_s"].items())
         print(f"  clm by set, each alone (best of 2): {parts}; sum {sum(all_['by_set_s'].values()):.2f} s"
@@ -501,7 +480,7 @@ def main() -> int:
             print(f"  cross-check: {check['error']}")
     for name, t in targets.items():
         value = t["value"]
-        shown = value if isinstance(value, bool) else _fmt(value, ".3g")
+        shown = value if isinstance(value, bool) else fmt(value, ".3g")
         print(f"  target {name}: {'PASS' if t['pass'] else 'FAIL'} ({shown}; target {t['target']})")
     for name, err in errors.items():
         print(f"  {name}: FAILED ({err})")

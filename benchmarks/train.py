@@ -51,6 +51,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from timing import fmt
 
 ROOT = Path(__file__).resolve().parents[1]
 TIMEFRAME_SECONDS = 300
@@ -411,10 +412,6 @@ def run_peers(args: argparse.Namespace, work: Path) -> dict:
     return out
 
 
-def _fmt(x, spec: str, missing: str = "-") -> str:
-    return missing if x is None else format(x, spec)
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--symbols", type=int, default=50)
@@ -508,8 +505,8 @@ def main() -> int:
         inp, ch = pipeline["inputs"], pipeline["children"]
         prep = ch.get("prepare", {})
         print(f"  (a) pipeline: {inp['rows']:,} bars ({inp['symbols']} symbols x {inp['days']} days, 5m; generated in"
-              f" {inp['generate_s']:.1f} s, not counted); {_fmt(prep.get('features'), 'd')} features,"
-              f" {_fmt(prep.get('frame_rows'), ',')} frame rows ({_fmt(prep.get('labelled_rows'), ',')} labelled)")
+              f" {inp['generate_s']:.1f} s, not counted); {fmt(prep.get('features'), 'd')} features,"
+              f" {fmt(prep.get('frame_rows'), ',')} frame rows ({fmt(prep.get('labelled_rows'), ',')} labelled)")
         print(f"  {'stage':24s} {'wall s':>8s} {'child peak RSS GiB':>18s}  notes")
         for name, sec in pipeline["stages_s"].items():
             if name in ENGINES:
@@ -528,13 +525,13 @@ def main() -> int:
                       f" {r['predictions']:,} OOS predictions; options {r['options'] or 'defaults'}")
             elif name == "evaluate":
                 r = ch["evaluate"]
-                print(f"  {name:24s} {sec:>8.1f} {_fmt(r.get('peak_rss_gib'), '>18.2f'):>18s}"
-                      f"  {_fmt(r.get('predictions'), ',')} predictions" if "error" not in r else
+                print(f"  {name:24s} {sec:>8.1f} {fmt(r.get('peak_rss_gib'), '>18.2f'):>18s}"
+                      f"  {fmt(r.get('predictions'), ',')} predictions" if "error" not in r else
                       f"  {name:24s} FAILED: {r['error']}")
             else:
                 rss = f"{prep['peak_rss_gib']:.2f}" if name == "read_bars" else ""
                 print(f"  {name:24s} {sec:>8.1f} {rss:>18s}  {'(prepare child)' if rss else ''}")
-        print(f"  {'total':24s} {pipeline['total_s']:>8.1f} {_fmt(pipeline['peak_rss_gib'], '>18.2f'):>18s}"
+        print(f"  {'total':24s} {pipeline['total_s']:>8.1f} {fmt(pipeline['peak_rss_gib'], '>18.2f'):>18s}"
               f"  (largest child)")
     if peers is not None:
         s = peers["series"]
@@ -550,9 +547,9 @@ def main() -> int:
                 if "error" in r or "skipped" in r:
                     print(f"  {label:22s} {r.get('error') or 'skipped: ' + r['skipped']}")
                     continue
-                extra = (f" {_fmt(sides['mae_ratio'], '>8.3f')}x {_fmt(sides['speedup'], '>7.2f')}x"
+                extra = (f" {fmt(sides['mae_ratio'], '>8.3f')}x {fmt(sides['speedup'], '>7.2f')}x"
                          if side == "ours" else "")
-                print(f"  {label:22s} {r['parameters']:>9,d} {r['train_s']:>8.2f} {_fmt(r.get('mae'), '>11.4e')}"
+                print(f"  {label:22s} {r['parameters']:>9,d} {r['train_s']:>8.2f} {fmt(r.get('mae'), '>11.4e')}"
                       f"{extra}")
             zero = sides["ours"].get("zero_forecast_mae")
             if zero is not None:
@@ -561,7 +558,7 @@ def main() -> int:
         if t.get("skipped"):
             print(f"  target {name}: skipped: {t['skipped']} (target {t['target']})")
             continue
-        print(f"  target {name}: {'PASS' if t['pass'] else 'FAIL'} ({_fmt(t['value'], '.3g')}; target {t['target']})")
+        print(f"  target {name}: {'PASS' if t['pass'] else 'FAIL'} ({fmt(t['value'], '.3g')}; target {t['target']})")
     for name, err in errors.items():
         print(f"  {name}: FAILED ({err})")
     print(f"  results: {args.json}  ({summary['elapsed_s']:.0f} s)")
