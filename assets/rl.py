@@ -53,6 +53,7 @@ def rl_reset(context: dg.AssetExecutionContext, config: RLResetConfig, lake: Lak
     applied = store.apply_reset_requests(agent, maintenance)
     for result in applied:
         context.log.info(f"{META_AGENT}: {result}")
+    current = store.current(META_AGENT)
     return dg.MaterializeResult(metadata={
         "version_id": dg.MetadataValue.int(int(row["version_id"])),
         "agent": row["agent"],
@@ -61,5 +62,5 @@ def rl_reset(context: dg.AssetExecutionContext, config: RLResetConfig, lake: Lak
         "new_request": dg.MetadataValue.bool(new),
         "parent_version": row["parent_version"] or "",
         "applied": dg.MetadataValue.json([str(r) for r in applied]),
-        "current_version": (store.current(META_AGENT).version if store.current(META_AGENT) else ""),
+        "current_version": current.version if current else "",
     })
