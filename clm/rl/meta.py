@@ -249,10 +249,7 @@ class MetaStrategyAgent:
     def reset(self, *, epsilon: float | None = None) -> None:
         """Start over after a regime shift: Q-values scaled by ``reset_carry_over`` (0: cleared), exploration
         back up to ``reset_epsilon``. The recent-performance history stays: it describes the trader."""
-        if self.config.reset_carry_over > 0:
-            self.table.scale(self.config.reset_carry_over)
-        else:
-            self.table.clear()
+        self.table.reset(self.config.reset_carry_over)
         self.epsilon = self.config.reset_epsilon if epsilon is None else float(epsilon)
         self.trades_since_snapshot = 0
 

@@ -82,6 +82,13 @@ class QTable:
         self.visits.clear()
         self.last_step.clear()
 
+    def reset(self, carry_over: float) -> None:
+        """After a regime shift: keep ``carry_over`` of every value (0: start from an empty table)."""
+        if carry_over > 0:
+            self.scale(carry_over)
+        else:
+            self.clear()
+
     # ---- persistence -----------------------------------------------------------------------------
     def to_payload(self) -> dict[str, Any]:
         """Plain JSON data, states sorted so the same table always gives the same bytes."""

@@ -429,10 +429,7 @@ class QTableSizer(_Sizer):
         return dropped
 
     def reset(self, *, epsilon: float | None = None) -> None:
-        if self.config.reset_carry_over > 0:
-            self.table.scale(self.config.reset_carry_over)
-        else:
-            self.table.clear()
+        self.table.reset(self.config.reset_carry_over)
         self.epsilon = self.config.reset_epsilon if epsilon is None else float(epsilon)
         self.trades_since_snapshot = 0
 
