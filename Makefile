@@ -75,6 +75,7 @@ bench: $(STAMP) $(BENCH_STAMP) home
 	$(BIN)/python benchmarks/serving.py || { echo "benchmarks/serving.py: FAILED (a target missed or an error)"; status=1; }; \
 	$(BIN)/python benchmarks/drift.py || { echo "benchmarks/drift.py: FAILED (a target missed or an error)"; status=1; }; \
 	$(BIN)/python benchmarks/rl.py || { echo "benchmarks/rl.py: FAILED (a target missed or an error)"; status=1; }; \
+	$(BIN)/python benchmarks/torch_devices.py || { echo "benchmarks/torch_devices.py: FAILED (a target missed or an error)"; status=1; }; \
 	exit $$status
 
 clean:

@@ -76,7 +76,8 @@ SCRIPT_FILE = "model.ts"
 DEVICES = ("auto", "cpu", "cuda")
 LOSSES = ("mae", "mse")
 FIT_SUMMARY_KEYS = (
-    "best_iteration", "best_step", "steps", "best_validation_loss", "train_rows", "validation_rows"
+    "best_iteration", "best_step", "steps", "best_validation_loss", "train_rows", "validation_rows", "device",
+    "autocast_dtype",
 )
 
 
@@ -188,6 +189,15 @@ class TorchConfig(EngineConfig):
         c.flag("mixed_precision")
 
 
+def autocast_dtype(device: str, mixed_precision: bool) -> Any:
+    """The autocast dtype on CUDA with ``mixed_precision`` (bfloat16 where supported, else float16); None on CPU."""
+    import torch
+
+    if device != "cuda" or not mixed_precision:
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
 def resolve_device(device: str) -> str:
     import torch
 
@@ -205,6 +215,8 @@ class TrainResult:
     best_check: int  # 1-based
     steps: int
     stopped_early: bool
+    device: str
+    autocast_dtype: str | None  # "bfloat16"/"float16" when mixed precision ran, else None
 
 
 def _loss_fn(kind: str) -> Callable:
@@ -255,9 +267,7 @@ def train_module(
         scale = torch.from_numpy(scale_np).to(device)
         loss_scale = scale[None, :, None] if all_channels else scale[0]
         loss_fn = _loss_fn(config.loss)
-        amp_dtype = None
-        if cuda and config.mixed_precision:
-            amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        amp_dtype = autocast_dtype(device, config.mixed_precision)
         grad_scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
 
         def autocast() -> Any:
@@ -331,7 +341,8 @@ def train_module(
         if best_state is not None:
             module.load_state_dict(best_state)
         module.eval()
-        return TrainResult(train_losses, val_losses, best_check, step, stopped_early)
+        return TrainResult(train_losses, val_losses, best_check, step, stopped_early, device,
+                           str(amp_dtype).removeprefix("torch.") if amp_dtype is not None else None)
     finally:
         torch.use_deterministic_algorithms(previous_det)
         torch.set_num_threads(previous_threads)
@@ -481,6 +492,8 @@ class TorchEngine(ABC):
             if result.validation_loss else None,
             "train_rows": len(train_w),
             "validation_rows": len(valid_w),
+            "device": result.device,
+            "autocast_dtype": result.autocast_dtype,
         }
         log(f"[{self.name}] done in {seconds:.1f}s: {self.fit_summary}")
         return self.report
@@ -491,21 +504,33 @@ class TorchEngine(ABC):
         return self.module
 
     def forecast(self, frame: pl.DataFrame) -> tuple[np.ndarray, SeriesWindows]:
-        """Raw forecasts ``(n_windows, prediction_length)`` of channel 0 and their windows."""
+        """Raw forecasts ``(n_windows, prediction_length)`` of channel 0 and their windows.
+
+        Runs on the configured device (CUDA under ``device="auto"`` when present, with autocast when
+        ``mixed_precision``); the module itself stays on the CPU between calls, as saved."""
         import torch
 
         module = self._require_fitted()
         self._check(frame, self.features, None, "prediction frame")
         w = self.windows(frame, 0)
         out = np.zeros((len(w), self.config.prediction_length), dtype=np.float64)
+        device = resolve_device(self.config.device)
+        amp_dtype = autocast_dtype(device, self.config.mixed_precision)
         module.eval()
-        with torch.inference_mode():
-            for lo in range(0, len(w), self.config.batch_size):
-                x = torch.from_numpy(w.batch(slice(lo, lo + self.config.batch_size)))
-                y = module(x)
-                if self.all_channels:
-                    y = y[:, 0, :]
-                out[lo : lo + x.shape[0]] = y.double().numpy()
+        try:
+            if device != "cpu":
+                module.to(device)
+            with torch.inference_mode(), torch.autocast(device, dtype=amp_dtype or torch.float32,
+                                                        enabled=amp_dtype is not None):
+                for lo in range(0, len(w), self.config.batch_size):
+                    x = torch.from_numpy(w.batch(slice(lo, lo + self.config.batch_size))).to(device)
+                    y = module(x)
+                    if self.all_channels:
+                        y = y[:, 0, :]
+                    out[lo : lo + x.shape[0]] = y.double().cpu().numpy()
+        finally:
+            if device != "cpu":
+                module.cpu()
         return out, w
 
     def predict(self, frame: pl.DataFrame) -> np.ndarray:
