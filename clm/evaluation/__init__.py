@@ -27,12 +27,14 @@ from clm.evaluation.metrics import (
     brier_score,
     deflated_sharpe_ratio,
     directional_accuracy,
+    evaluate_groupings,
     evaluate_predictions,
     expected_calibration_error,
     expected_max_sharpe,
     f1,
     information_coefficient,
     mae,
+    max_drawdown,
     precision,
     probabilistic_sharpe_ratio,
     r2,
@@ -43,6 +45,7 @@ from clm.evaluation.metrics import (
     simulate_strategy,
     strategy_metrics,
     strategy_returns,
+    strategy_table,
 )
 from clm.evaluation.gate import (
     EDGE_SCHEMA,

@@ -73,6 +73,7 @@ EULER_GAMMA = 0.5772156649015329
 BASELINES = ("flat", "buy_and_hold", "momentum_sign")
 BPS = 1e-4
 NAN = float("nan")
+_ALL = "__all"  # the one group when a table has no group keys
 STRATEGY_METRICS = (
     "total_return",
     "sharpe",
@@ -427,12 +428,125 @@ def strategy_returns(
     )
 
 
-def _max_drawdown(r: np.ndarray) -> float:
+def max_drawdown(returns: ArrayLike) -> float:
+    """``max_t (1 - E[t] / max(1, max_{s<=t} E[s]))`` with ``E = cumprod(1 + r)`` (NaN when empty)."""
+    r = _as_float(returns, "returns")
     if not len(r):
         return NAN
     equity = np.cumprod(1.0 + r)
     peak = np.maximum.accumulate(np.concatenate(([1.0], equity)))[1:]
     return float(np.max(1.0 - equity / peak))
+
+
+def _check_strategy_args(periods_per_year: float, max_participation: float) -> None:
+    if not is_finite_number(periods_per_year) or periods_per_year <= 0:
+        raise ValueError(f"periods_per_year must be a finite number > 0, got {periods_per_year!r}")
+    if not is_finite_number(max_participation) or not 0 < max_participation <= 1:
+        raise ValueError(f"max_participation must be a number in (0, 1], got {max_participation!r}")
+
+
+def _normal_cdf(z: pl.Expr) -> pl.Expr:
+    """Phi(z): scipy's normal CDF over the whole column at once (NaN stays NaN)."""
+    return z.map_batches(lambda s: pl.Series(s.name, stats.norm.cdf(s.to_numpy()), dtype=pl.Float64),
+                         return_dtype=pl.Float64)
+
+
+def strategy_table(
+    sim: pl.DataFrame,
+    keys: Sequence[str] = (),
+    *,
+    periods_per_year: float,
+    quote_volume_col: str | None = "quote_volume",
+    max_participation: float = 0.05,
+    dsr_benchmark: float | None = None,
+    one_row_per_timestamp: bool = False,
+) -> pl.DataFrame:
+    """``STRATEGY_METRICS`` (module docstring) of ``strategy_returns`` rows, one row per ``keys`` group,
+    in one pass of polars group-bys (no Python loop over groups). With ``dsr_benchmark`` (the expected
+    maximum per-period Sharpe ``SR0``) a ``dsr`` column, ``PSR(SR0)``, too. Empty ``sim``: no rows.
+    ``one_row_per_timestamp``: the caller knows each group is one symbol's sequence (``keys`` hold
+    the symbol and the partition columns), so the portfolio is the rows themselves (no pooling)."""
+    _check_strategy_args(periods_per_year, max_participation)
+    keys = list(keys)
+    work = sim if keys else sim.with_columns(pl.lit(0, pl.Int8).alias(_ALL))
+    by = keys or [_ALL]
+    r = pl.col("r")
+    equity = (1.0 + r).cum_prod().over(by, order_by="timestamp")
+    if one_row_per_timestamp:
+        pooled = work.select(*by, "timestamp", pl.col("sim_net").alias("r"))
+    else:
+        pooled = work.group_by([*by, "timestamp"]).agg(pl.col("sim_net").mean().alias("r"))
+    portfolio = (
+        pooled
+        .with_columns(equity.alias("__equity"))
+        .with_columns(
+            (1.0 - pl.col("__equity") / pl.max_horizontal(
+                pl.col("__equity").cum_max().over(by, order_by="timestamp"), pl.lit(1.0))).alias("__drawdown")
+        )
+    )
+    dev = r - r.mean()
+    periods = portfolio.group_by(by).agg(
+        pl.len().cast(pl.Int64).alias("n_periods"),
+        r.mean().alias("__mean"),
+        r.std(ddof=1).alias("__sd"),
+        (r.clip(upper_bound=0.0) ** 2).mean().sqrt().alias("__down"),
+        ((1.0 + r).product() - 1.0).alias("total_return"),
+        pl.col("__drawdown").max().alias("max_drawdown"),
+        (dev**2).mean().alias("__m2"),
+        (dev**3).mean().alias("__m3"),
+        (dev**4).mean().alias("__m4"),
+    )
+    pnl = pl.col("__pnl")
+    trades = (
+        work.filter(pl.col("sim_trade").is_not_null())
+        .group_by([*by, "sim_trade"]).agg(pl.col("sim_net").sum().alias("__pnl"))
+        .group_by(by).agg(
+            pl.len().cast(pl.Int64).alias("n_trades"),
+            (pnl > 0).mean().alias("hit_rate"),
+            pnl.filter(pnl > 0).sum().alias("__wins"),
+            (-pnl.filter(pnl < 0).sum()).alias("__losses"),
+        )
+    )
+    capacity = pl.lit(NAN)
+    if quote_volume_col and quote_volume_col in work.columns:
+        qv = pl.col(quote_volume_col).cast(pl.Float64)
+        capacity = qv.filter(pl.col("sim_entry") & qv.is_finite().fill_null(False)).median() * max_participation
+    rows = work.group_by(by).agg(
+        pl.col("sim_turnover").mean().alias("turnover"),
+        pl.col("sim_position").abs().mean().alias("exposure"),
+        capacity.cast(pl.Float64).alias("capacity"),
+    )
+    ann = math.sqrt(periods_per_year)
+    mean, sd, down = pl.col("__mean"), pl.col("__sd"), pl.col("__down")
+    n = pl.col("n_periods")
+    sr = pl.when((n >= 3) & (sd > 0)).then(mean / sd).otherwise(NAN)  # per period, as the deflation wants
+    skew = pl.col("__m3") / pl.col("__m2") ** 1.5
+    kurt = pl.col("__m4") / pl.col("__m2") ** 2
+    var = 1.0 - skew * sr + (kurt - 1.0) / 4.0 * sr**2
+
+    def psr(benchmark: float) -> pl.Expr:
+        z = (sr - benchmark) * (n - 1).cast(pl.Float64).sqrt() / var.sqrt()
+        return pl.when(sr.is_finite() & (var > 0)).then(_normal_cdf(z)).otherwise(NAN)
+
+    wins, losses = pl.col("__wins").fill_null(0.0), pl.col("__losses").fill_null(0.0)
+    table = (
+        periods.join(trades, on=by, how="left", nulls_equal=True)
+        .join(rows, on=by, how="left", nulls_equal=True)
+        .with_columns(
+            pl.when((n >= 2) & (sd > 0)).then(mean / sd * ann).otherwise(NAN).alias("sharpe"),
+            pl.when(down > 0).then(mean / down * ann)
+            .when(mean > 0).then(math.inf).otherwise(NAN).alias("sortino"),
+            pl.when(losses > 0).then(wins / losses).when(wins > 0).then(math.inf).otherwise(NAN)
+            .alias("profit_factor"),
+            pl.col("n_trades").fill_null(0),
+            pl.col("hit_rate").fill_null(NAN),
+            psr(0.0).alias("psr"),
+            *([psr(dsr_benchmark).alias("dsr")] if dsr_benchmark is not None else []),
+        )
+    )
+    metrics = [*STRATEGY_METRICS, *(["dsr"] if dsr_benchmark is not None else [])]
+    return table.select(*keys, *[pl.col(m).fill_null(NAN) if m not in ("n_trades", "n_periods") else pl.col(m)
+                                 for m in metrics])
 
 
 def strategy_metrics(
@@ -443,55 +557,11 @@ def strategy_metrics(
     max_participation: float = 0.05,
 ) -> dict:
     """Portfolio metrics (module docstring) of ``strategy_returns`` rows; keys ``STRATEGY_METRICS``."""
-    if not is_finite_number(periods_per_year) or periods_per_year <= 0:
-        raise ValueError(f"periods_per_year must be a finite number > 0, got {periods_per_year!r}")
-    if not is_finite_number(max_participation) or not 0 < max_participation <= 1:
-        raise ValueError(f"max_participation must be a number in (0, 1], got {max_participation!r}")
-    portfolio = sim.group_by("timestamp").agg(pl.col("sim_net").mean()).sort("timestamp")
-    r = portfolio["sim_net"].to_numpy()
-    n = len(r)
-    ann = math.sqrt(periods_per_year)
-    mean = float(np.mean(r)) if n else NAN
-    sd = float(np.std(r, ddof=1)) if n >= 2 else NAN
-    sharpe = mean / sd * ann if n >= 2 and sd > 0 else NAN
-    downside = float(np.sqrt(np.mean(np.minimum(r, 0.0) ** 2))) if n else NAN
-    if n and downside > 0:
-        sortino = mean / downside * ann
-    else:
-        sortino = math.inf if n and mean > 0 else NAN
-    trades = sim.filter(pl.col("sim_trade").is_not_null()).group_by("sim_trade").agg(pl.col("sim_net").sum())
-    pnl = trades["sim_net"].to_numpy()
-    wins, losses = float(pnl[pnl > 0].sum()), float(-pnl[pnl < 0].sum())
-    if losses > 0:
-        profit_factor = wins / losses
-    else:
-        profit_factor = math.inf if wins > 0 else NAN
-    capacity = NAN
-    if quote_volume_col and quote_volume_col in sim.columns:
-        entries = sim.filter(pl.col("sim_entry"))[quote_volume_col].cast(pl.Float64).drop_nulls().drop_nans()
-        if len(entries):
-            capacity = float(entries.median()) * max_participation
-    moments = sharpe_moments(r)
-    psr = NAN
-    if math.isfinite(moments["sharpe"]):
-        try:
-            psr = probabilistic_sharpe_ratio(moments["sharpe"], n, moments["skew"], moments["kurtosis"])
-        except ValueError:
-            psr = NAN
-    return {
-        "total_return": float(np.prod(1.0 + r) - 1.0) if n else NAN,
-        "sharpe": sharpe,
-        "sortino": sortino,
-        "max_drawdown": _max_drawdown(r),
-        "hit_rate": float(np.mean(pnl > 0)) if len(pnl) else NAN,
-        "profit_factor": profit_factor,
-        "turnover": float(sim["sim_turnover"].mean()) if sim.height else NAN,
-        "n_trades": int(len(pnl)),
-        "capacity": capacity,
-        "exposure": float(sim["sim_position"].abs().mean()) if sim.height else NAN,
-        "n_periods": n,
-        "psr": psr,
-    }
+    table = strategy_table(sim, periods_per_year=periods_per_year, quote_volume_col=quote_volume_col,
+                           max_participation=max_participation)
+    if not table.height:
+        return {m: (0 if m in ("n_trades", "n_periods") else NAN) for m in STRATEGY_METRICS}
+    return table.row(0, named=True)
 
 
 def simulate_strategy(
@@ -566,9 +636,16 @@ def baseline_positions(
 
 
 def evaluate_predictions(
+    frame: pl.DataFrame | pl.LazyFrame, *, group_by: Sequence[str] = ("fold", "symbol", "regime"), **options
+) -> pl.DataFrame:
+    """The table of ``evaluate_groupings`` for one grouping (its options, same defaults)."""
+    return evaluate_groupings(frame, {"table": group_by}, **options)["table"]
+
+
+def evaluate_groupings(
     frame: pl.DataFrame | pl.LazyFrame,
+    groupings: Mapping[str, Sequence[str]],
     *,
-    group_by: Sequence[str] = ("fold", "symbol", "regime"),
     prediction_col: str = "prediction",
     actual_col: str = "target",
     direction_col: str = "direction",
@@ -591,8 +668,8 @@ def evaluate_predictions(
     n_trials: int | None = None,
     sharpe_std_across_trials: float | None = None,
 ) -> pl.DataFrame:
-    """One row per group (the ``group_by`` columns present in ``frame``) with every metric whose
-    columns exist:
+    """Per named grouping, one row per group (the grouping's columns present in ``frame``) with every
+    metric whose columns exist; each strategy is simulated once for all the groupings:
 
     * ``prediction_col`` + ``actual_col``: ``rmse, mae, r2, directional_accuracy, ic, rank_ic``
       and, with a timestamp column, ``ic_cs`` / ``rank_ic_cs`` (mean per-timestamp cross-section);
@@ -610,7 +687,6 @@ def evaluate_predictions(
     """
     df = _frame(frame)
     cols = set(df.columns)
-    keys = [g for g in group_by if g in cols]
     ret_col = return_col or actual_col
     has_pred = prediction_col in cols and actual_col in cols
     ts_present = timestamp_col in cols
@@ -640,81 +716,176 @@ def evaluate_predictions(
     if n_trials is not None and sharpe_std_across_trials is None:
         raise ValueError("evaluate_predictions: n_trials needs sharpe_std_across_trials")
 
-    sims: dict[str, dict] = {}
+    sims: dict[str, pl.DataFrame] = {}
+    benchmark = None
+    seq_cols: list[str] = []
     if simulate:
         seq_cols = [c for c in sequence_cols if c in cols and c != symbol_col]
         qv = [quote_volume_col] if quote_volume_col in cols else []
-        keep = [k for k in keys if k not in (symbol_col, *seq_cols)] + qv
+        grouped = [g for keys in groupings.values() for g in keys if g in cols]
+        keep = [k for k in dict.fromkeys(grouped) if k not in (symbol_col, *seq_cols)] + qv
+        if n_trials is not None:
+            try:
+                benchmark = expected_max_sharpe(n_trials, sharpe_std_across_trials)
+            except ValueError:
+                benchmark = NAN
         for name, col in strategies.items():
-            sim = strategy_returns(
+            sims[name] = strategy_returns(
                 work, position_col=col, return_col=ret_col, cost_bps_col=cost_bps_col,
                 symbol_col=symbol_col, timestamp_col=timestamp_col, partition_cols=seq_cols, keep=keep,
             )
-            sim_keys = ["symbol" if k == symbol_col else k for k in keys]
-            sims[name] = sim.partition_by(sim_keys, as_dict=True) if sim_keys else {(): sim}
 
-    groups = df.partition_by(keys, as_dict=True, maintain_order=True) if keys else {(): df}
-    rows = []
-    for key, g in groups.items():
-        row: dict = dict(zip(keys, key, strict=True))
-        row["n_rows"] = g.height
+    def table_for(keys: list[str]) -> pl.DataFrame:
+        by = keys or [_ALL]
+        base = df if keys else df.with_columns(pl.lit(0, pl.Int8).alias(_ALL))
+        aggs: list[pl.Expr] = [pl.len().cast(pl.Int64).alias("n_rows")]
+        extra: list[pl.DataFrame] = []  # tables keyed by ``by``, joined on after the base aggregation
         if has_pred:
-            p, a = g[prediction_col], g[actual_col]
-            row.update(
-                rmse=rmse(p, a), mae=mae(p, a), r2=r2(p, a), directional_accuracy=directional_accuracy(p, a),
-                ic=information_coefficient(p, a), rank_ic=rank_ic(p, a),
-            )
+            base = base.with_columns(pl.col(prediction_col).cast(pl.Float64).alias("__p"),
+                                     pl.col(actual_col).cast(pl.Float64).alias("__a"))
+            aggs += _regression_aggs("__p", "__a")
             if ts_present:
-                row["ic_cs"] = information_coefficient(p, a, groups=g[timestamp_col])
-                row["rank_ic_cs"] = rank_ic(p, a, groups=g[timestamp_col])
+                extra.append(_cross_section_ic(base, by, timestamp_col, one_symbol=symbol_col in keys))
         if direction_col in cols:
+            pred_dir = None
             if pred_direction_col and pred_direction_col in cols:
-                pd_ = g[pred_direction_col]
+                pred_dir = pl.col(pred_direction_col).cast(pl.Float64)
             elif prediction_col in cols:
-                pd_ = g[prediction_col].cast(pl.Float64).sign()
-            else:
-                pd_ = None
-            if pd_ is not None:
-                d = g[direction_col]
-                row["accuracy"] = accuracy(pd_, d)
-                row["precision"] = precision(pd_, d)
-                row["recall"] = recall(pd_, d)
-                row["f1"] = f1(pd_, d)
+                pred_dir = pl.col(prediction_col).cast(pl.Float64).sign()
+            if pred_dir is not None:
+                base = base.with_columns(pred_dir.alias("__pd"), pl.col(direction_col).cast(pl.Float64).alias("__d"))
+                _check_labels(base, "__pd", "__d")
+                aggs += _classification_aggs("__pd", "__d")
         if probability_col in cols:
+            outcome = None
             if outcome_col and outcome_col in cols:
-                y = g[outcome_col].cast(pl.Float64)
+                outcome = pl.col(outcome_col).cast(pl.Float64)
             elif direction_col in cols:
-                y = g.select((pl.col(direction_col) == 1).cast(pl.Float64)).to_series()
+                outcome = (pl.col(direction_col) == 1).cast(pl.Float64)
             elif actual_col in cols:
-                y = g.select((pl.col(actual_col).fill_nan(None) > 0).cast(pl.Float64)).to_series()
-            else:
-                y = None
-            if y is not None:
-                row["ece"] = expected_calibration_error(g[probability_col], y, n_bins=n_bins)
-                row["brier"] = brier_score(g[probability_col], y)
-        for name, parts in sims.items():
-            part = parts.get(key)
-            if part is None:
-                continue
-            m = strategy_metrics(
-                part, periods_per_year=periods_per_year, max_participation=max_participation,
-                quote_volume_col=quote_volume_col if quote_volume_col in cols else None,
-            )
-            for metric, value in m.items():
-                row[f"{name}_{metric}"] = value
-            if n_trials is not None:
-                mom = sharpe_moments(part.group_by("timestamp").agg(pl.col("sim_net").mean())["sim_net"])
-                dsr = NAN
-                if math.isfinite(mom["sharpe"]):
-                    try:
-                        dsr = deflated_sharpe_ratio(
-                            mom["sharpe"], n_trials, mom["n"], mom["skew"], mom["kurtosis"],
-                            sharpe_std_across_trials,
-                        )
-                    except ValueError:
-                        dsr = NAN
-                row[f"{name}_dsr"] = dsr
-        rows.append(row)
-    if not rows:
-        return pl.DataFrame(schema={**{k: df.schema[k] for k in keys}, "n_rows": pl.Int64})
-    return pl.DataFrame(rows, infer_schema_length=None)
+                outcome = (pl.col(actual_col).fill_nan(None) > 0).cast(pl.Float64)
+            if outcome is not None:
+                if not is_int(n_bins) or n_bins < 1:
+                    raise ValueError(f"n_bins must be an int >= 1, got {n_bins!r}")
+                base = base.with_columns(pl.col(probability_col).cast(pl.Float64).alias("__prob"),
+                                         outcome.alias("__y"))
+                extra.append(_calibration_table(base, by, n_bins))
+        table = base.group_by(by, maintain_order=True).agg(aggs)
+        for part in extra:
+            table = table.join(part, on=by, how="left", nulls_equal=True, maintain_order="left")
+        sim_keys = ["symbol" if k == symbol_col else k for k in keys]
+        for name, sim in sims.items():
+            part = strategy_table(
+                sim, sim_keys, periods_per_year=periods_per_year, max_participation=max_participation,
+                quote_volume_col=quote_volume_col if quote_volume_col in cols else None, dsr_benchmark=benchmark,
+                one_row_per_timestamp={"symbol", *seq_cols} <= set(sim_keys),
+            ).rename(dict(zip(sim_keys, keys, strict=True)), strict=False)
+            if not keys:
+                part = part.with_columns(pl.lit(0, pl.Int8).alias(_ALL))
+            part = part.rename({c: f"{name}_{c}" for c in part.columns if c not in by})
+            table = table.join(part, on=by, how="left", nulls_equal=True, maintain_order="left")
+        return table.drop(_ALL, strict=False)
+
+    return {name: table_for([g for g in keys if g in cols]) for name, keys in groupings.items()}
+
+
+def _regression_aggs(p: str, a: str) -> list[pl.Expr]:
+    """rmse, mae, r2, directional_accuracy, ic, rank_ic over the group's finite pairs (as the functions above)."""
+    ok = (pl.col(p).is_finite() & pl.col(a).is_finite()).fill_null(False)
+    pv, av = pl.col(p).filter(ok), pl.col(a).filter(ok)
+    n = ok.sum()
+    err = pv - av
+    ss_tot = ((av - av.mean()) ** 2).sum()
+    varies = (n >= 2) & (pv.std(ddof=0) > 0) & (av.std(ddof=0) > 0)
+    moves = ok & (pl.col(a) != 0)
+    return [
+        (err**2).mean().sqrt().fill_null(NAN).alias("rmse"),
+        err.abs().mean().fill_null(NAN).alias("mae"),
+        pl.when((n >= 2) & (ss_tot != 0)).then(1.0 - (err**2).sum() / ss_tot).otherwise(NAN).alias("r2"),
+        (pl.col(p).sign() == pl.col(a).sign()).filter(moves).mean().cast(pl.Float64).fill_null(NAN)
+        .alias("directional_accuracy"),
+        pl.when(varies).then(pl.corr(pv, av)).otherwise(NAN).alias("ic"),
+        pl.when(varies).then(pl.corr(pv.rank("average"), av.rank("average"))).otherwise(NAN).alias("rank_ic"),
+    ]
+
+
+def _cross_section_ic(frame: pl.DataFrame, by: list[str], timestamp_col: str, *, one_symbol: bool) -> pl.DataFrame:
+    """ic_cs / rank_ic_cs: the mean over timestamps of each cross-section's correlation. A group of one
+    symbol has no cross-section (NaN, without the work)."""
+    if one_symbol:
+        return frame.select(by).unique().with_columns(pl.lit(NAN).alias("ic_cs"), pl.lit(NAN).alias("rank_ic_cs"))
+    x, y = pl.col("__p"), pl.col("__a")
+    per = (
+        frame.filter((x.is_finite() & y.is_finite()).fill_null(False))
+        .group_by([*by, timestamp_col])
+        .agg(
+            pl.len().alias("n"),
+            x.std().alias("sx"),
+            y.std().alias("sy"),
+            pl.corr(x, y).alias("c"),
+            pl.corr(x.rank("average"), y.rank("average")).alias("rc"),
+        )
+        .filter((pl.col("n") >= 2) & (pl.col("sx") > 0) & (pl.col("sy") > 0))
+        .group_by(by)
+        .agg(pl.col("c").mean().alias("ic_cs"), pl.col("rc").mean().alias("rank_ic_cs"))
+    )
+    return (frame.select(by).unique().join(per, on=by, how="left", nulls_equal=True)
+            .with_columns(pl.col("ic_cs", "rank_ic_cs").fill_null(NAN)))
+
+
+def _check_labels(frame: pl.DataFrame, p: str, a: str) -> None:
+    ok = (pl.col(p).is_finite() & pl.col(a).is_finite()).fill_null(False)
+    for col, name in ((p, "pred"), (a, "actual")):
+        bad = frame.filter(ok & ~pl.col(col).is_in([-1.0, 0.0, 1.0]))[col].unique().sort().head(5)
+        if len(bad):
+            raise ValueError(f"{name} labels must be in {{-1, 0, 1}} or {{0, 1}}, got {bad.to_numpy()}")
+
+
+def _classification_aggs(p: str, a: str) -> list[pl.Expr]:
+    """accuracy and macro precision / recall / F1 over the classes seen in the group (as the functions above)."""
+    ok = (pl.col(p).is_finite() & pl.col(a).is_finite()).fill_null(False)
+    present, precs, recs, f1s = [], [], [], []
+    for c in (-1.0, 0.0, 1.0):
+        pc, ac = ok & (pl.col(p) == c), ok & (pl.col(a) == c)
+        tp, n_pred, n_true = (pc & ac).sum(), pc.sum(), ac.sum()
+        prec = pl.when(n_pred > 0).then(tp / n_pred).otherwise(0.0)
+        rec = pl.when(n_true > 0).then(tp / n_true).otherwise(0.0)
+        seen = (pc | ac).any()
+        present.append(seen.cast(pl.Float64))
+        precs.append(pl.when(seen).then(prec).otherwise(0.0))
+        recs.append(pl.when(seen).then(rec).otherwise(0.0))
+        f1s.append(pl.when(seen & (prec + rec > 0)).then(2 * prec * rec / (prec + rec)).otherwise(0.0))
+    classes = pl.sum_horizontal(present)
+
+    def macro(parts: list[pl.Expr]) -> pl.Expr:
+        return pl.when(classes > 0).then(pl.sum_horizontal(parts) / classes).otherwise(NAN)
+
+    return [
+        (pl.col(p) == pl.col(a)).filter(ok).mean().cast(pl.Float64).fill_null(NAN).alias("accuracy"),
+        macro(precs).alias("precision"),
+        macro(recs).alias("recall"),
+        macro(f1s).alias("f1"),
+    ]
+
+
+def _calibration_table(frame: pl.DataFrame, by: list[str], n_bins: int) -> pl.DataFrame:
+    """ece and brier per group over the finite (probability, outcome) pairs (as the functions above)."""
+    prob, y = pl.col("__prob"), pl.col("__y")
+    pairs = frame.filter((prob.is_finite() & y.is_finite()).fill_null(False))
+    if pairs.filter((prob < 0) | (prob > 1)).height:
+        raise ValueError("prob must lie in [0, 1]")
+    if pairs.filter(~y.is_in([0.0, 1.0])).height:
+        raise ValueError("outcome must be 0/1 (or boolean)")
+    per = (
+        pairs.with_columns((prob * n_bins).floor().cast(pl.Int64).clip(upper_bound=n_bins - 1).alias("__bin"))
+        .group_by([*by, "__bin"])
+        .agg((y.sum() - prob.sum()).abs().alias("gap"), pl.len().alias("n"), ((prob - y) ** 2).sum().alias("sq"))
+        .group_by(by)
+        .agg((pl.col("gap").sum() / pl.col("n").sum()).alias("ece"),
+             (pl.col("sq").sum() / pl.col("n").sum()).alias("brier"))
+    )
+    return (frame.select(by).unique().join(per, on=by, how="left", nulls_equal=True)
+            .with_columns(pl.col("ece", "brier").fill_null(NAN)))
+
+
+_max_drawdown = max_drawdown  # TEMP until clm/rl/replay.py imports the public name

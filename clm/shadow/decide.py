@@ -52,7 +52,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from clm.evaluation.metrics import _max_drawdown
+from clm.evaluation.metrics import max_drawdown
 from clm.policy import AutoPromoteThreshold, Policy
 from clm.registry.base import ModelRecord, Registry, Status, StatusChange
 
@@ -197,7 +197,7 @@ def max_drawdown_pct(rows: pl.DataFrame, column: str) -> float | None:
     if rows.is_empty():
         return None
     per_bar = rows.group_by("timestamp").agg(pl.col(column).mean()).sort("timestamp")[column].to_numpy()
-    value = _max_drawdown(per_bar)
+    value = max_drawdown(per_bar)
     return None if not math.isfinite(value) else 100.0 * value
 
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import polars as pl
 
 from clm.evaluation.costs import CostConfig, cost_summary, trade_costs
-from clm.evaluation.metrics import evaluate_predictions, simulate_strategy
+from clm.evaluation.metrics import evaluate_groupings, simulate_strategy
 from clm.models.base import engine_class
 
 _BAR_COLUMNS = ("symbol", "timestamp", "close", "high", "low", "volume", "quote_volume", "spread_bps", "is_filled")
@@ -90,15 +90,14 @@ def evaluate_engines(
         sequence_cols=("engine", "fold"), n_trials=max(1, len(engines)),
         sharpe_std_across_trials=spread_of_trials,
     )
-    # one engine at a time: the baselines' positions (e.g. momentum's previous bar) are per symbol series
-    per_engine = [rows.filter(pl.col("engine") == engine) for engine in engines]
-    overall = _regression_metrics_for_regressors(
-        pl.concat([evaluate_predictions(r, group_by=("engine",), **common) for r in per_engine], how="diagonal_relaxed")
+    # one engine at a time: the baselines' positions (e.g. momentum's previous bar) are per symbol series;
+    # each engine's strategies are simulated once for both tables
+    groupings = {"overall": ("engine",), "detail": ("engine", "fold", "symbol", "regime")}
+    tables = [evaluate_groupings(rows.filter(pl.col("engine") == engine), groupings, **common) for engine in engines]
+    overall, detail = (
+        _regression_metrics_for_regressors(pl.concat([t[name] for t in tables], how="diagonal_relaxed"))
+        for name in groupings
     )
-    detail = _regression_metrics_for_regressors(pl.concat(
-        [evaluate_predictions(r, group_by=("engine", "fold", "symbol", "regime"), **common) for r in per_engine],
-        how="diagonal_relaxed",
-    ))
     return Evaluation(overall, detail, costed, summary)
 
 

@@ -276,3 +276,79 @@ def test_evaluate_predictions_uses_only_present_columns():
     assert {"rmse", "ic"} <= set(table.columns)
     assert not any(c.endswith("_sharpe") for c in table.columns)
     assert "accuracy" not in table.columns and "ece" not in table.columns
+
+
+def test_grouped_table_equals_each_metric_over_each_groups_rows():
+    """The vectorised table (one polars group-by pass) against the scalar functions applied group by group,
+    with NaN and null values, a null regime, a group with no valid pair and a group of constant predictions."""
+    rng = np.random.default_rng(11)
+    n, syms = 240, ("A", "B", "C")
+    size = n * len(syms)
+    target = rng.normal(0, 0.01, size=size)
+    pred = target + rng.normal(0, 0.01, size=size)
+    pred[rng.choice(size, 30, replace=False)] = np.nan
+    target[rng.choice(size, 20, replace=False)] = np.nan
+    regime = np.where(np.arange(size) % 5 == 0, "trend", np.where(np.arange(size) % 7 == 0, None, "range"))
+    fold = np.tile(np.repeat([0, 1, 2], n // 3), len(syms))
+    prob = rng.uniform(0, 1, size=size)
+    f = frame(
+        n, symbols=syms, fold=fold, regime=regime, prediction=pred, target=target,
+        direction=np.sign(np.round(np.nan_to_num(target), 2)).astype(int), probability=prob,
+        position=np.sign(np.nan_to_num(pred)), cost=rng.uniform(1, 10, size=size),
+        close=np.exp(np.cumsum(rng.normal(0, 0.01, size=size))), quote_volume=rng.uniform(1e5, 1e6, size=size),
+    ).with_columns(
+        # fold 2 of C: no valid pair; fold 1 of B: constant predictions
+        pl.when((pl.col("symbol") == "C") & (pl.col("fold") == 2)).then(None).otherwise(pl.col("prediction"))
+        .alias("prediction"),
+    ).with_columns(
+        pl.when((pl.col("symbol") == "B") & (pl.col("fold") == 1)).then(0.5).otherwise(pl.col("prediction"))
+        .alias("prediction"),
+    )
+    keys = ["fold", "symbol", "regime"]
+    table = m.evaluate_predictions(f, group_by=keys, periods_per_year=8760, cost_bps_col="cost", n_trials=4,
+                                   sharpe_std_across_trials=0.02, return_col="target")
+    sims = {
+        name: m.strategy_returns(f.with_columns(m.baseline_positions(f, "momentum_sign").alias("__mom"))
+                                 if col == "__mom" else f, position_col=col, return_col="target",
+                                 cost_bps_col="cost", partition_cols=["fold"], keep=["regime", "quote_volume"])
+        for name, col in (("position", "position"), ("baseline_momentum_sign", "__mom"))
+    }
+    sr0 = m.expected_max_sharpe(4, 0.02)
+    assert table.height == f.select(keys).unique().height and table["n_rows"].sum() == f.height
+    assert table.filter(pl.col("regime").is_null()).height == 9  # null is a group, as partition_by has it
+
+    def close(a, b):
+        return (math.isnan(a) and math.isnan(b)) or a == pytest.approx(b, rel=1e-9, abs=1e-12)
+
+    checked_nan = 0
+    for row in table.iter_rows(named=True):
+        where = pl.all_horizontal(pl.col(k).eq_missing(row[k]) for k in keys)
+        g = f.filter(where)
+        p, a = g["prediction"], g["target"]
+        ok = np.isfinite(p.cast(pl.Float64).fill_null(np.nan).to_numpy()) & np.isfinite(a.to_numpy())
+        y = (g["direction"] == 1).cast(pl.Float64)
+        expected = {
+            "rmse": m.rmse(p, a), "mae": m.mae(p, a), "r2": m.r2(p, a), "ic": m.information_coefficient(p, a),
+            "rank_ic": m.rank_ic(p, a), "directional_accuracy": m.directional_accuracy(p, a),
+            "accuracy": m.accuracy(p.sign(), g["direction"]), "precision": m.precision(p.sign(), g["direction"]),
+            "recall": m.recall(p.sign(), g["direction"]), "f1": m.f1(p.sign(), g["direction"]),
+            "ece": m.expected_calibration_error(g["probability"], y), "brier": m.brier_score(g["probability"], y),
+            "ic_cs": m.information_coefficient(p, a, g["timestamp"]),
+        }
+        for name, sim in sims.items():
+            part = sim.filter(where)
+            got = m.strategy_metrics(part, periods_per_year=8760, max_participation=0.05)
+            for metric, value in got.items():
+                expected[f"{name}_{metric}"] = value
+            r = part.group_by("timestamp").agg(pl.col("sim_net").mean()).sort("timestamp")["sim_net"]
+            mom = m.sharpe_moments(r)
+            try:
+                expected[f"{name}_dsr"] = m.probabilistic_sharpe_ratio(mom["sharpe"], mom["n"], mom["skew"],
+                                                                       mom["kurtosis"], sr0)
+            except ValueError:
+                expected[f"{name}_dsr"] = float("nan")
+            assert got["max_drawdown"] == pytest.approx(m.max_drawdown(r.to_numpy()))
+        for col, value in expected.items():
+            assert close(row[col], value), (row["fold"], row["symbol"], row["regime"], col, row[col], value)
+        checked_nan += not ok.any()
+    assert checked_nan >= 1  # the group without a valid pair was compared too
