@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import functools
 import json
 import os
 import resource
@@ -123,7 +124,7 @@ def run_prepare(work: Path) -> dict:
         stages[name] = time.perf_counter() - start
         return out
 
-    candles = timed("validate_bars", lambda: validate_bars(bars).candles)
+    candles = timed("validate_bars", functools.partial(validate_bars, bars)).candles
     del bars
     symbols = candles["symbol"].unique().to_list()
     selection = select_features(FeatureConfig(), symbols, TIMEFRAME_SECONDS)

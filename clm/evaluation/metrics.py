@@ -653,6 +653,7 @@ def evaluate_groupings(
     probability_col: str = "probability",
     outcome_col: str | None = None,
     position_cols: Sequence[str] | Mapping[str, str] = ("position",),
+    strategy_rows: Mapping[str, str] | None = None,
     baselines: Sequence[str] = BASELINES,
     return_col: str | None = None,
     cost_bps_col: str | None = None,
@@ -683,7 +684,10 @@ def evaluate_groupings(
       ``<name>_dsr`` when ``n_trials`` and ``sharpe_std_across_trials`` are given). Positions are
       simulated over each symbol's whole sequence (restarting per ``sequence_cols``, e.g. each
       fold) before grouping, so a regime group's turnover charges come from the real sequence.
-      Needs ``periods_per_year``.
+      Needs ``periods_per_year``;
+    * ``strategy_rows`` (strategy name -> boolean column) simulates that strategy on the rows where
+      the column is true only (e.g. a previous model, scored only where it is out of sample), and adds
+      ``<name>_rows``, the count of those rows per group; its metrics are null in a group without any.
     """
     df = _frame(frame)
     cols = set(df.columns)
@@ -697,6 +701,10 @@ def evaluate_groupings(
     for name, col in items:
         if col in cols:
             strategies[name] = col
+    restricted = {name: flag for name, flag in (strategy_rows or {}).items() if name in strategies}
+    lacking = sorted(flag for flag in restricted.values() if flag not in cols)
+    if lacking:
+        raise ValueError(f"evaluate_predictions: frame lacks strategy_rows column(s) {lacking}")
     work = df
     for kind in baselines:
         try:
@@ -730,8 +738,9 @@ def evaluate_groupings(
             except ValueError:
                 benchmark = NAN
         for name, col in strategies.items():
+            rows = work.filter(pl.col(restricted[name]).fill_null(False)) if name in restricted else work
             sims[name] = strategy_returns(
-                work, position_col=col, return_col=ret_col, cost_bps_col=cost_bps_col,
+                rows, position_col=col, return_col=ret_col, cost_bps_col=cost_bps_col,
                 symbol_col=symbol_col, timestamp_col=timestamp_col, partition_cols=seq_cols, keep=keep,
             )
 
@@ -739,6 +748,8 @@ def evaluate_groupings(
         by = keys or [_ALL]
         base = df if keys else df.with_columns(pl.lit(0, pl.Int8).alias(_ALL))
         aggs: list[pl.Expr] = [pl.len().cast(pl.Int64).alias("n_rows")]
+        aggs += [pl.col(flag).fill_null(False).sum().cast(pl.Int64).alias(f"{name}_rows")
+                 for name, flag in restricted.items()]
         extra: list[pl.DataFrame] = []  # tables keyed by ``by``, joined on after the base aggregation
         if has_pred:
             base = base.with_columns(pl.col(prediction_col).cast(pl.Float64).alias("__p"),
@@ -887,5 +898,3 @@ def _calibration_table(frame: pl.DataFrame, by: list[str], n_bins: int) -> pl.Da
     return (frame.select(by).unique().join(per, on=by, how="left", nulls_equal=True)
             .with_columns(pl.col("ece", "brier").fill_null(NAN)))
 
-
-_max_drawdown = max_drawdown  # TEMP until clm/rl/replay.py imports the public name
