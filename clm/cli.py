@@ -22,6 +22,7 @@ from clm.lake import Lake, LakeError
 from clm.models.artifacts import ArtifactError
 from clm.registry import cli as models_cli
 from clm.registry.base import RegistryError
+from clm.rl import cli as policies_cli
 
 RUN_CONFIG = {
     "execution": {"config": {"in_process": {}}},
@@ -148,6 +149,28 @@ def _registry_lines(lake: Lake) -> list[str]:
     return lines
 
 
+def _policy_lines(lake: Lake) -> list[str]:
+    """The newest offline RL training run: its held-out replay against the baselines (clm.rl.offline)."""
+    reports = sorted(lake.policies_dir.glob("offline-*/training_report.json"), key=lambda p: p.stat().st_mtime)
+    if not reports:
+        return []
+    try:
+        report = json.loads(reports[-1].read_text())
+        policies = report["evaluation"]["policies"]
+        held = report["data"]["held_out"]["trades"]
+        verdict = report["evaluation"]["verdict"].split(":")[0]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        return [f"  RL policies:        {reports[-1]} cannot be read: {exc}"]
+
+    def net(name: str) -> str:
+        value = (policies.get(name) or {}).get("total_net_return")
+        return "n/a" if value is None else f"{value:+.2%}"
+
+    return [f"  RL policies:        newest offline run, held-out replay of {held:,} candidate trades net of costs: "
+            f"agent {net('agent')}, fixed-size {net('fixed_size')}, random {net('random')}: {verdict}",
+            f"    report: {reports[-1]} (clm policies list)"]
+
+
 def summary_text(lake: Lake) -> str:
     try:
         report = lake.read_json(ingest.INTEGRITY_REPORT)
@@ -192,6 +215,7 @@ def summary_text(lake: Lake) -> str:
     lines += _feature_lines(lake)
     lines += _training_lines(lake)
     lines += _registry_lines(lake)
+    lines += _policy_lines(lake)
     lines.append("  tables written:")
     for table, count in table_counts(lake).items():
         lines.append(f"    {table:<24}{count:,} rows")
@@ -335,6 +359,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reason", help="halt trading now, with this reason")
     p.set_defaults(func=cmd_halt)
     models_cli.add_parser(sub)
+    policies_cli.add_parser(sub)
     return parser
 
 
@@ -346,7 +371,8 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.close()
         return 0
     except (LakeError, FileNotFoundError, ValueError, RegistryError, ArtifactError) as exc:
-        command = " ".join(filter(None, [args.command, getattr(args, "models_command", None)]))
+        command = " ".join(filter(None, [args.command, getattr(args, "models_command", None),
+                                         getattr(args, "policies_command", None)]))
         print(f"clm {command}: {exc}", file=sys.stderr)
         return 2
 

@@ -36,7 +36,7 @@ from clm.automation.jobs import FULL_RETRAIN_JOBS, RETRAIN_JOBS, RETRAINING_JOBS
 from clm.automation.rl import RESET_REQUESTED
 from clm.lake import Lake
 from clm.policy import Policy, load_policy
-from clm.registry.base import GATE_MODEL_TYPE, ModelKey, ModelRecord, Registry, Status, StatusChange
+from clm.registry.base import ModelKey, ModelRecord, Registry, Status, StatusChange, is_forecaster
 
 SUCCESS = str(JobStatus.SUCCESS)
 FAILURE = str(JobStatus.FAILURE)
@@ -344,7 +344,7 @@ def build_status(lake: Lake, registry: Registry | None = None, policy: Policy | 
     health: dict[str, Mapping[str, Any]] = {}
     for row in sorted(tables["model_performance_logs"], key=lambda r: int(r["log_id"])):
         health[str(row["model_id"])] = row
-    forecasters = [r for r in records if r.model_type != GATE_MODEL_TYPE]
+    forecasters = [r for r in records if is_forecaster(r.model_type)]
     active = sorted((r for r in records if r.status == Status.ACTIVE), key=lambda r: (str(r.key), r.model_id))
     shadow = sorted((r for r in records if r.status == Status.SHADOW), key=lambda r: (str(r.key), r.model_id))
     champions: dict[ModelKey, str] = {r.key: r.model_id for r in active}

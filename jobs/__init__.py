@@ -9,13 +9,15 @@ from clm.automation.jobs import DRIFT_CHECK, FULL_RETRAIN, PARTIAL_RETRAIN, RL_M
 _training = dg.AssetSelection.groups("training") | dg.AssetSelection.assets("training_report")
 _monitoring = dg.AssetSelection.groups("monitoring")
 _rl = dg.AssetSelection.groups("rl")
+_rl_online = dg.AssetSelection.groups("rl_online")  # the online update: after each ingest, never on a regime change
+_rl_training = dg.AssetSelection.groups("rl_training")  # offline policy training: after training, not per ingest
 # A run launched by hand says so; a sensor's or schedule's run request overrides the tag with its trigger.
 _MANUAL = {TRIGGER_TAG: "manual"}
 
 # Market data, telemetry, features, labels, regimes, reports and the catalog: what a landed file updates.
 ingest_job = dg.define_asset_job(
     "ingest_job",
-    selection=dg.AssetSelection.all() - _training - _monitoring - _rl,
+    selection=dg.AssetSelection.all() - _training - _monitoring - _rl - _rl_online - _rl_training,
     description="Ingest market data and telemetry for a partition range, build features, labels and regimes, "
                 "then refresh reports and the catalog.",
 )
@@ -28,12 +30,14 @@ training_job = dg.define_asset_job(
                 "beside baselines, learn the regime gate, vote the consensus and write the training-run report.",
 )
 
-# Shadow tests of the challengers, the champions' health and drift: what runs as new bars arrive.
+# Shadow tests of the challengers, the champions' health, drift and the RL online update: what runs as new
+# bars and telemetry arrive (monitoring_after_ingest_sensor launches it after every ingest).
 monitoring_job = dg.define_asset_job(
     "monitoring_job",
-    selection=_monitoring,
+    selection=_monitoring | _rl_online,
     description="Shadow-test every SHADOW challenger against its champion on the bars since their training, "
-                "check every champion's health, and look for drift (policy.yaml, read fresh).",
+                "check every champion's health, look for drift (policy.yaml, read fresh), and train the RL "
+                "agents on the trades closed since their last update (rl_online_update).",
 )
 
 # What the automation launches (sensors/, jobs/schedules.py); every run is tagged clm/trigger.
@@ -59,8 +63,18 @@ rl_maintenance = dg.define_asset_job(
     RL_MAINTENANCE,
     selection=_rl,
     tags=_MANUAL,
-    description="Ask the RL meta-strategy agent to reset after a regime change (an rl_versions row "
-                "RESET_REQUESTED); run config ops.rl_reset.config names the change.",
+    description="Reset the RL meta-strategy agent and the active position sizer after a regime change (an "
+                "rl_versions row RESET_REQUESTED per agent, applied once); run config ops.rl_reset.config names "
+                "the change.",
+)
+
+# The RL policies trained offline on a replay of the champion's signals, judged against baselines, registered.
+rl_policy_training = dg.define_asset_job(
+    "rl_policy_training",
+    selection=_rl_training,
+    tags=_MANUAL,
+    description="Train the RL meta-strategy agent and sizer offline on a replay of the champion's signals, evaluate "
+                "them on a held-out period against fixed-size and random baselines, register them (rl_policies).",
 )
 
 drift_check = dg.define_asset_job(
@@ -71,4 +85,5 @@ drift_check = dg.define_asset_job(
                 "drift_sensor acts on (every policy drift_detection.check_interval_hours).",
 )
 
-all_jobs = [ingest_job, training_job, monitoring_job, full_retrain, partial_retrain, rl_maintenance, drift_check]
+all_jobs = [ingest_job, training_job, monitoring_job, full_retrain, partial_retrain, rl_maintenance, drift_check,
+            rl_policy_training]

@@ -1,5 +1,6 @@
 """New bars mean monitoring: every ingest run that succeeds launches monitoring_job, so the champion
-predicts the new partitions, open shadow outcomes close and drift is measured without a human."""
+predicts the new partitions, open shadow outcomes close, drift is measured and the RL agents learn from the
+trades closed since (rl_online_update) without a human."""
 
 
 import dagster as dg
@@ -14,8 +15,8 @@ from jobs import ingest_job, monitoring_job
     request_job=monitoring_job,
     minimum_interval_seconds=15,
     default_status=dg.DefaultSensorStatus.RUNNING,
-    description="An ingest run succeeded: one monitoring_job run (shadow tests, champion health, drift) per "
-                "ingest run (run key monitoring:<ingest run id>).",
+    description="An ingest run succeeded: one monitoring_job run (shadow tests, champion health, drift, the RL "
+                "online update) per ingest run (run key monitoring:<ingest run id>).",
 )
 def monitoring_after_ingest_sensor(context: dg.RunStatusSensorContext):
     run = context.dagster_run

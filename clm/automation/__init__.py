@@ -8,7 +8,8 @@ thin wiring around this package.
   HALT_AND_FULL_RETRAIN; a regime change -> RL reset and, if the policy says so, a full retrain.
 * ``jobs``: ``retraining_jobs`` rows, the minimum interval between retrains, the job history.
 * ``halt``: ``write_halt`` / ``read_halt`` / ``clear_halt`` of ``signals/halt.json``.
-* ``rl``: the RL reset request (an ``rl_versions`` row).
+* ``rl``: the RL reset request (an ``rl_versions`` row), the reset of the meta-strategy agent and the active
+  sizer after a regime change, and the online update from ``feedback_events``.
 
 Operators may drop signal files by hand: write them under a hidden name (``.x.tmp``) and rename, or
 write elsewhere and move them in. A drift or performance file (``drift_<YYYYmmddTHHMMSSffffff>Z.json``,
@@ -41,7 +42,15 @@ from clm.automation.jobs import (
     record_run,
     run_row,
 )
-from clm.automation.rl import META_AGENT, RESET_REQUESTED, request_rl_reset
+from clm.automation.rl import (
+    META_AGENT,
+    RESET_REQUESTED,
+    AgentReset,
+    OnlineOutcome,
+    online_update,
+    request_rl_reset,
+    reset_rl_agents,
+)
 from clm.automation.signals import (
     DRIFT_KINDS,
     MAX_SIGNAL_BYTES,
@@ -78,8 +87,10 @@ __all__ = [
     "TRAINING_JOB",
     "TRIGGER_TAG",
     "Action",
+    "AgentReset",
     "Decision",
     "JobStatus",
+    "OnlineOutcome",
     "Outcome",
     "RegimePlan",
     "RegimeSignal",
@@ -96,12 +107,14 @@ __all__ = [
     "job_history",
     "last_retrain",
     "load_cursor",
+    "online_update",
     "parse_regime_signal",
     "parse_signal",
     "read_halt",
     "record_run",
     "reject_signal",
     "request_rl_reset",
+    "reset_rl_agents",
     "run_row",
     "scan_signals",
     "write_halt",

@@ -50,6 +50,17 @@ TRANSITIONS: dict[Status, frozenset[Status]] = {
 
 POOLED = "pooled"  # the scope of a model trained across the whole universe
 GATE_MODEL_TYPE = "regime_gate"  # the regime gate is registered like a model, but forecasts nothing
+# RL policies trained offline (clm.rl.offline) are registered like models too, and forecast nothing either
+RL_META_MODEL_TYPE = "rl_meta_strategy"
+RL_SIZING_MODEL_TYPE = "rl_sizing"
+POLICY_MODEL_TYPES = (RL_META_MODEL_TYPE, RL_SIZING_MODEL_TYPE)
+NON_FORECASTERS = frozenset({GATE_MODEL_TYPE, *POLICY_MODEL_TYPES})
+
+
+def is_forecaster(model_type: str) -> bool:
+    """Whether models of this type forecast returns (served, shadow-tested, supervised, checked for drift):
+    every type but the regime gate and the RL policies."""
+    return model_type not in NON_FORECASTERS
 
 
 def check_transition(model_id: str, current: Status, target: Status) -> None:
@@ -267,5 +278,5 @@ class Registry(ABC):
 
 
 def active_forecasters(registry: Registry, *, horizon: int | None = None) -> list[ModelRecord]:
-    """The ACTIVE models that forecast (every champion but the regime gate)."""
-    return [r for r in registry.list_models(status=Status.ACTIVE, horizon=horizon) if r.model_type != GATE_MODEL_TYPE]
+    """The ACTIVE models that forecast (every champion but the regime gate and the RL policies)."""
+    return [r for r in registry.list_models(status=Status.ACTIVE, horizon=horizon) if is_forecaster(r.model_type)]

@@ -10,7 +10,7 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from clm.lake import Lake
 from clm.registry.base import POOLED, ModelKey, ModelRecord, Status, active_forecasters
@@ -32,12 +32,13 @@ def _metric(record: ModelRecord, names: str, spec: str) -> str:
     return "n/a" if value is None else format(value, spec)
 
 
-def format_models(records: Iterable[ModelRecord]) -> str:
+def format_models(records: Iterable[ModelRecord], *, metrics: Sequence[tuple[str, str, str]] = LIST_METRICS) -> str:
+    """One line per model; ``metrics``: (registry metric names ``a|b``, column header, format spec)."""
     records = list(records)
     if not records:
         return "no models registered (run 'make run' to train some)"
     header = (f"{'model_id':<44} {'key':<34} {'status':<8} {'created (UTC)':<17} "
-              + " ".join(f"{short:>7}" for _, short, _ in LIST_METRICS) + "  lineage")
+              + " ".join(f"{short:>7}" for _, short, _ in metrics) + "  lineage")
     lines = [header]
     for r in records:
         window = r.lineage.training_window
@@ -45,7 +46,7 @@ def format_models(records: Iterable[ModelRecord]) -> str:
                    f"code {r.lineage.code_version[:18]}")
         lines.append(
             f"{r.model_id:<44} {str(r.key):<34} {r.status:<8} {r.created_at:%Y-%m-%d %H:%M} "
-            + " ".join(f"{_metric(r, name, spec):>7}" for name, _, spec in LIST_METRICS) + f"  {lineage}"
+            + " ".join(f"{_metric(r, name, spec):>7}" for name, _, spec in metrics) + f"  {lineage}"
         )
     return "\n".join(lines)
 

@@ -5,10 +5,15 @@ from __future__ import annotations
 import functools
 import hashlib
 import subprocess
+from collections.abc import Mapping
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 import polars as pl
+
+from clm.models.artifacts import read_manifest
+from clm.registry.base import Lineage, NewModel
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[1]  # the clm package
 
@@ -49,3 +54,32 @@ def data_hash(frame: pl.DataFrame, keys: tuple[str, ...] = ("symbol", "timestamp
     for seed in (0, 1):  # two independent 64-bit row hashes
         digest.update(ordered.hash_rows(seed=seed).to_numpy().tobytes())
     return digest.hexdigest()
+
+
+def artifact_model(
+    *,
+    model_type: str,
+    version: str,
+    scope: str,
+    horizon: int,
+    folder: str | Path,
+    training_window: tuple[str, str],
+    feature_version: str | None,
+    feature_count: int,
+    label_config: Mapping[str, Any],
+    data_hash: str,
+    seeds: Mapping[str, int],
+    config: Mapping[str, Any],
+    metrics: Mapping[str, Any] | None = None,
+    notes: str = "",
+) -> NewModel:
+    """What ``Registry.register`` takes for one artefact folder: its lineage completed with the code version
+    and the sha256 of every file its ``manifest.json`` lists (the manifest is read, not trusted blindly:
+    the registry refuses a folder that does not exist, and loaders verify every file before use)."""
+    lineage = Lineage(
+        training_window=training_window, feature_version=feature_version, feature_count=feature_count,
+        label_config=label_config, code_version=code_version(), data_hash=data_hash, seeds=seeds, config=config,
+        artifact_checksums=read_manifest(Path(folder)).files,
+    )
+    return NewModel(model_type=model_type, version=version, scope=scope, horizon=horizon, file_path=str(folder),
+                    lineage=lineage, metrics=dict(metrics or {}), notes=notes)

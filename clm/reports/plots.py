@@ -153,4 +153,33 @@ def feature_importance_plot(importance: Mapping[str, Sequence[tuple[str, float]]
     return _png(fig)
 
 
-__all__ = ["MAX_POINTS", "TOP_FEATURES", "calibration_plot", "equity_curve_plot", "feature_importance_plot"]
+def policy_equity_plot(curves: pl.DataFrame, *, title: str = "") -> bytes:
+    """PNG: account equity of RL policies against their baselines on the same held-out trades
+    (``clm.rl.replay``), one step per closed trade in exit order.
+
+    ``curves``: ``policy`` (``agent``, ``fixed_size``, ``random``, ...), ``timestamp`` (exit time),
+    ``equity`` (starts at 1). The agent is a solid coloured line, the baselines black/grey dashed.
+    """
+    fig = _figure(11, 5.0)
+    ax = fig.add_subplot(1, 1, 1)
+    if curves.is_empty():
+        _no_data(ax, "no held-out trades to replay")
+        return _png(fig)
+    styles = {"fixed_size": ("black", "--"), "random": ("tab:gray", "-.")}
+    for i, policy in enumerate(curves["policy"].unique(maintain_order=True).to_list()):
+        rows = _thin(curves.filter(pl.col("policy") == policy).sort("timestamp"))
+        colour, style = styles.get(policy, (f"C{i % 10}", "-"))
+        final = rows["equity"][-1] - 1.0 if rows.height else 0.0
+        ax.step(rows["timestamp"].to_list(), rows["equity"].to_list(), where="post", color=colour, linestyle=style,
+                linewidth=1.4 if policy not in styles else 1.0, label=f"{policy} ({final:+.2%})")
+    ax.axhline(1.0, color="0.75", linewidth=0.6)
+    ax.grid(alpha=0.3)
+    ax.set_ylabel("account equity (start = 1)")
+    ax.set_title(title or "held-out replay of the champion's signals, net of costs")
+    ax.legend(fontsize=8, loc="best")
+    fig.autofmt_xdate()
+    return _png(fig)
+
+
+__all__ = ["MAX_POINTS", "TOP_FEATURES", "calibration_plot", "equity_curve_plot", "feature_importance_plot",
+           "policy_equity_plot"]

@@ -13,6 +13,13 @@ Importing this package does not import torch: the DQN sizer imports it inside it
     store = RLStore(lake.policies_dir, registry)              # snapshots + rl_versions rows
     learner = OnlineLearner(meta, maintenance=policy.rl_maintenance, rewards=rewards, store=store)
     learner.extend(trade_closed_events)                       # KL guardrail, pruning, snapshots
+    learner.save_state(); store.checkpoint(meta)              # the cursor and baseline kept with the agent
+
+Offline, from history (imported on their own): ``clm.rl.replay`` plays the champion's signals on historical
+bars, costs included, as ``trade.closed`` events and judges policies against fixed-size and random baselines;
+``clm.rl.offline.run_offline`` trains both agents on it, writes ``models/policies/<run_id>/`` and registers
+them; ``clm.rl.policies.activate_policy`` starts the online learner from the policy the registry makes ACTIVE.
+See docs/rl.md.
 """
 
 from clm.rl.config import RLConfigError
@@ -25,7 +32,7 @@ from clm.rl.meta import (
     MetaStrategyAgent,
     make_state,
 )
-from clm.rl.online import OnlineConfig, OnlineLearner, OnlineReport, reward_kl
+from clm.rl.online import OnlineConfig, OnlineLearner, OnlineReport, reset_online_state, reward_kl
 from clm.rl.qtable import QTable
 from clm.rl.rewards import (
     RewardEngine,
@@ -50,7 +57,16 @@ from clm.rl.sizing import (
     SizingExperience,
     make_sizer,
 )
-from clm.rl.store import AGENT_CLASSES, ResetResult, RLStatus, RLStore, RLStoreError, VersionRecord
+from clm.rl.store import (
+    AGENT_CLASSES,
+    RESET_EVENTS,
+    SIZING_AGENTS,
+    ResetResult,
+    RLStatus,
+    RLStore,
+    RLStoreError,
+    VersionRecord,
+)
 
 __all__ = [
     "AGENT_CLASSES",
@@ -58,6 +74,8 @@ __all__ = [
     "DQN_FEATURES",
     "PERFORMANCE_LEVELS",
     "QTABLE_ACTIONS",
+    "RESET_EVENTS",
+    "SIZING_AGENTS",
     "STRATEGIES",
     "DQNSizer",
     "DQNSizerConfig",
@@ -89,6 +107,7 @@ __all__ = [
     "make_sizer",
     "make_state",
     "meta_strategy_reward",
+    "reset_online_state",
     "reward_kl",
     "sizing_reward",
 ]

@@ -120,6 +120,7 @@ class MetaStrategyAgent:
         self.trades_since_snapshot = 0
         self.pruned_states = 0
         self.version: str | None = None  # the stored version this agent continues (set by clm.rl.store)
+        self.online_state: dict[str, Any] = {}  # the online learner's cursor and baseline (kept by clm.rl.store)
         self._recent: deque[bool] = deque(maxlen=self.config.performance_window)
         self._outcomes: dict[str, deque[bool]] = {s: deque(maxlen=self.config.win_rate_window) for s in STRATEGIES}
 

@@ -17,6 +17,16 @@ experiences with their rewards (``RewardEngine``), and every ``batch_size`` expe
 After a learnt batch: states pruned beyond ``prune_old_states_threshold`` and a snapshot every
 ``snapshot_interval_trades`` trades (when a store is given).
 
+Across runs: rows of the ``feedback_events`` table carry their place in the telemetry files
+(``source_file``, ``source_line``). The learner keeps a cursor, per file the last line it consumed
+(learnt, skipped by the guardrail, dropped by a reset, or not for its agent), and refuses a row at or
+before it, so no event is learnt twice; rows still waiting in the buffer for a full batch are not
+consumed and are read again by the next run. ``state()`` (the cursor and the reward baseline) is kept
+with the agent (``agent.online_state``, stored by ``clm.rl.store`` beside the agent's files and written
+with every snapshot), and a learner built on a stored agent carries on from it. A reset keeps the
+cursor and drops the baseline (``reset_online_state``). Rows with a position must come in file and
+line order (as ``clm.automation.rl.online_update`` feeds them); events without one are not tracked.
+
 Why quantile bins of the baseline: every bin then holds about the same share of the baseline, so
 the estimate does not depend on the reward scale and no bin is empty on the baseline side; the
 additive smoothing keeps KL finite for a batch landing where the baseline never went.
@@ -38,6 +48,24 @@ from clm.rl.config import RLSection, validate_config
 from clm.rl.rewards import RewardEngine, default_engine
 
 logger = logging.getLogger(__name__)
+
+
+Position = tuple[str, int]
+
+
+def event_position(event: Mapping[str, Any]) -> Position | None:
+    """Where a ``feedback_events`` row came from (``source_file``, ``source_line``); None for a plain event."""
+    file, line = event.get("source_file"), event.get("source_line")
+    if isinstance(file, str) and file and isinstance(line, int) and not isinstance(line, bool):
+        return file, line
+    return None
+
+
+def reset_online_state(state: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The online state a reset leaves: the cursor (what was read stays read), no reward baseline (the old
+    rewards describe another market)."""
+    cursor = (state or {}).get("cursor")
+    return {"cursor": dict(cursor)} if cursor else {}
 
 
 class OnlineConfig(RLSection):
@@ -90,11 +118,13 @@ class OnlineReport:
     snapshot: Any = None  # clm.rl.store.VersionRecord when a snapshot was written
     skip_record: Any = None
     rebaselined: bool = False
+    dropped: int = 0  # experiences a skip dropped (the batch and the buffer cleared with it)
 
 
 @dataclass
 class _Stats:
     added: int = 0
+    already_seen: int = 0
     ignored: int = 0
     rejected: int = 0
     dropped: int = 0
@@ -116,15 +146,74 @@ class OnlineLearner:
         self.store = store
         self.config = validate_config(OnlineConfig, config, source="online learner config")
         self.buffer: deque = deque(maxlen=self.config.max_buffer)
+        self._positions: deque[Position | None] = deque(maxlen=self.config.max_buffer)  # one per buffered
         self.baseline: deque[float] = deque(maxlen=self.config.baseline_window)
         self.consecutive_skips = 0
         self._skipped_rewards: list[float] = []
+        self.cursor: dict[str, int] = {}  # per telemetry file, the last line consumed
+        self._read: list[Position] = []  # positions read since the last commit, in order
+        self._last_read: dict[str, int] = {}
         self.stats = _Stats()
+        self.restore(getattr(agent, "online_state", None) or {})
+
+    # ---- state kept with the agent -----------------------------------------------------------------
+    def state(self) -> dict[str, Any]:
+        """The cursor and the reward baseline, as plain JSON data."""
+        return {"cursor": dict(sorted(self.cursor.items())), "baseline": [float(r) for r in self.baseline],
+                "consecutive_skips": self.consecutive_skips, "skipped_rewards": list(self._skipped_rewards)}
+
+    def restore(self, state: Mapping[str, Any]) -> None:
+        """Carry on from ``state()`` (of a stored agent); ``ValueError`` naming the key when it is malformed."""
+        cursor = state.get("cursor") or {}
+        if not isinstance(cursor, Mapping) or not all(
+                isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool) for k, v in cursor.items()):
+            raise ValueError(f"online state cursor must map file names to line numbers, got {cursor!r}")
+        rewards = [*state.get("baseline", ()), *state.get("skipped_rewards", ())]
+        if not all(isinstance(r, (int, float)) and not isinstance(r, bool) and np.isfinite(r) for r in rewards):
+            raise ValueError("online state baseline must hold finite rewards")
+        self.cursor = dict(cursor)
+        self._last_read = dict(cursor)
+        self.baseline.clear()
+        self.baseline.extend(float(r) for r in state.get("baseline", ()))
+        self.consecutive_skips = int(state.get("consecutive_skips", 0))
+        self._skipped_rewards = [float(r) for r in state.get("skipped_rewards", ())]
+
+    def save_state(self) -> dict[str, Any]:
+        """Put ``state()`` on the agent, where the store writes it with the agent's files."""
+        self.agent.online_state = self.state()
+        return self.agent.online_state
+
+    def seen(self, position: Position) -> bool:
+        """Whether the row at ``position`` was already consumed (by this learner or a stored one)."""
+        file, line = position
+        return line <= self.cursor.get(file, 0)
+
+    def _commit(self, through: Position | None = None) -> None:
+        """Mark what was read as consumed: everything (default) or up to and including ``through``."""
+        if through is None:
+            done, self._read = self._read, []
+        else:
+            i = self._read.index(through) + 1
+            done, self._read = self._read[:i], self._read[i:]
+        for file, line in done:
+            self.cursor[file] = max(self.cursor.get(file, 0), line)
 
     # ---- intake ------------------------------------------------------------------------------------
     def add(self, event: Mapping[str, Any]) -> bool:
         """Buffer ``event`` if it is for this agent; a malformed one is logged and counted, never raised, so
-        one bad line cannot stop learning. Returns whether it was buffered."""
+        one bad line cannot stop learning. A row at or before the cursor is not read again. Returns whether it
+        was buffered."""
+        position = event_position(event)
+        if position is not None:
+            file, line = position
+            if self.seen(position) or line == self._last_read.get(file):
+                self.stats.already_seen += 1
+                return False
+            if line < self._last_read.get(file, 0):
+                raise ValueError(f"telemetry rows must come in line order: {file} line {line} after line "
+                                 f"{self._last_read[file]}")
+            self._last_read[file] = line
+            self._read.append(position)
         try:
             experience = self.agent.experience(event, self.rewards)
         except (ValueError, TypeError) as exc:
@@ -133,13 +222,18 @@ class OnlineLearner:
             if len(self.stats.rejections) < 100:
                 self.stats.rejections.append(message)
             logger.warning("%s: telemetry event rejected: %s", self.agent.name, message)
-            return False
+            experience = None
+        else:
+            if experience is None:
+                self.stats.ignored += 1
         if experience is None:
-            self.stats.ignored += 1
+            if not self.buffer:  # nothing pending before it: consumed
+                self._commit()
             return False
         if len(self.buffer) == self.buffer.maxlen:
             self.stats.dropped += 1
         self.buffer.append(experience)
+        self._positions.append(position)
         self.stats.added += 1
         return True
 
@@ -167,6 +261,8 @@ class OnlineLearner:
         if any(hasattr(item, "started") for item in done):
             self.reset_baseline()
             self.buffer.clear()  # experiences of the old market, rewarded by the old table's win rates
+            self._positions.clear()
+            self._commit()
         return done
 
     def process(self) -> OnlineReport | None:
@@ -175,6 +271,7 @@ class OnlineLearner:
         if len(self.buffer) < size:
             return None
         batch = [self.buffer.popleft() for _ in range(size)]
+        positions = [self._positions.popleft() for _ in range(size)]
         rewards = [float(e.reward) for e in batch]
         mean = float(np.mean(rewards))
         threshold = self.maintenance.drift_kl_threshold
@@ -192,8 +289,14 @@ class OnlineLearner:
         learned = self.agent.learn(batch)
         self.baseline.extend(rewards)
         pruned = self.agent.prune(self.maintenance.prune_old_states_threshold)
+        last = next((p for p in reversed(positions) if p is not None), None)
+        if not self.buffer:
+            self._commit()
+        elif last is not None:
+            self._commit(last)
         snapshot = None
         if self.store is not None:
+            self.save_state()  # a snapshot holds what the agent learnt and what it read, together
             snapshot = self.store.maybe_snapshot(self.agent, self.maintenance.snapshot_interval_trades)
         self.stats.learned_batches += 1
         logger.info("%s: learnt %d trades (mean reward %.3f; %s)", name, learned, mean, reason)
@@ -207,6 +310,8 @@ class OnlineLearner:
                   f"over {len(batch)} trades (recent mean reward {mean:.3f}, baseline mean {base_mean:.3f} over "
                   f"{len(self.baseline)}); update skipped and buffer cleared ({dropped} experiences dropped)")
         self.buffer.clear()
+        self._positions.clear()
+        self._commit()
         self.stats.skipped_batches += 1
         self.consecutive_skips += 1
         self._skipped_rewards.extend(rewards)
@@ -226,4 +331,4 @@ class OnlineLearner:
                 "kl": kl, "threshold": threshold, "events": len(batch), "dropped": dropped, "mean_reward": mean,
                 "baseline_mean_reward": base_mean, "rebaselined": rebaselined})
         return OnlineReport(name, len(batch), mean, kl, threshold, True, reason, skip_record=record,
-                            rebaselined=rebaselined)
+                            rebaselined=rebaselined, dropped=dropped)

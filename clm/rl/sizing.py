@@ -325,6 +325,7 @@ class _Sizer:
         self.trades_since_snapshot = 0
         self.pruned_states = 0
         self.version: str | None = None  # the stored version this sizer continues (set by clm.rl.store)
+        self.online_state: dict[str, Any] = {}  # the online learner's cursor and baseline (kept by clm.rl.store)
 
     def experience(self, event: Mapping[str, Any], rewards: RewardEngine) -> SizingExperience | None:
         """The experience in a ``trade.closed`` event for this sizer; None when it is for another one."""

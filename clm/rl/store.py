@@ -6,11 +6,16 @@ Layout under the policies folder (the lake's ``policies_dir``; this module takes
     <dir>/<agent>/working-<id>/     the latest working copy (between snapshots), named by working.json
     <dir>/<agent>/working.json      {"folder": ..., "based_on": <version>}, replaced atomically
 
+Beside the agent's own files, a folder holds ``online.json`` when the agent has an online state (the
+online learner's cursor over the telemetry and its reward baseline, ``clm.rl.online``), in the manifest
+like every file, so what an agent learnt and what it read are saved together.
+
 ``rl_versions`` is append-only, so a version's life is a sequence of rows, newest last:
 
     ACTIVE           a version became the agent's current one (first start, periodic snapshot, reset)
     ARCHIVED         the table as it was when a reset came, kept for reference (never current again)
-    RESET            a reset was applied: ``metrics.request_id``, the archived and the new version
+    RESET            a reset was applied: ``metrics.request_id``, the archived and the new version, and
+                     ``metrics.event``, the event's name: ``rl.meta.reset`` or ``rl.sizing.reset``
     RESET_REQUESTED  someone asked for a reset (e.g. the ``rl_reset`` asset on a regime change)
     RESET_SKIPPED    a request consumed without a reset (``rl_maintenance.reset_on_regime_change`` is off)
     UPDATE_SKIPPED   the online guardrail dropped a batch (``reason`` says why)
@@ -42,11 +47,12 @@ from pathlib import Path
 from typing import Any
 
 from clm.lake import fsync_write
-from clm.models.artifacts import verify_manifest, write_manifest
+from clm.models.artifacts import read_json, verify_manifest, write_json, write_manifest
 from clm.policy import RLMaintenance
 from clm.registry.base import Registry
 from clm.rl.meta import AGENT_NAME as META_AGENT
 from clm.rl.meta import MetaStrategyAgent
+from clm.rl.online import reset_online_state
 from clm.rl.sizing import DQN_AGENT, QTABLE_AGENT, DQNSizer, QTableSizer, SafetyClamp
 
 logger = logging.getLogger(__name__)
@@ -55,7 +61,11 @@ TABLE = "rl_versions"
 WORKING_POINTER = "working.json"
 AGENT_NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 VERSION_RE = re.compile(r"^v(\d{4,})$")
+ONLINE_FILE = "online.json"
 AGENT_CLASSES = {META_AGENT: MetaStrategyAgent, QTABLE_AGENT: QTableSizer, DQN_AGENT: DQNSizer}
+SIZING_AGENTS = (QTABLE_AGENT, DQN_AGENT)
+# The name of the event a reset records (``metrics.event`` of its RESET row).
+RESET_EVENTS = {META_AGENT: "rl.meta.reset", QTABLE_AGENT: "rl.sizing.reset", DQN_AGENT: "rl.sizing.reset"}
 
 
 class RLStatus(enum.StrEnum):
@@ -119,6 +129,16 @@ class ResetResult:
     event: VersionRecord
 
 
+def _save(agent_obj, folder: Path) -> list[str]:
+    """The agent's files plus its online state (``ONLINE_FILE``) when it has one; returns the file names."""
+    files = list(agent_obj.save(folder))
+    state = getattr(agent_obj, "online_state", None)
+    if state:
+        write_json(folder, ONLINE_FILE, state)
+        files.append(ONLINE_FILE)
+    return files
+
+
 def _check_agent(name: str) -> str:
     if not isinstance(name, str) or not AGENT_NAME_RE.match(name):
         raise RLStoreError(f"invalid agent name {name!r}: lower-case letters, digits and '_'")
@@ -175,12 +195,30 @@ class RLStore:
     def _load_folder(self, cls, agent: str, folder: Path, clamp: SafetyClamp | None):
         if not folder.is_dir():
             raise RLStoreError(f"{agent}: snapshot folder {folder} is missing")
-        verify_manifest(folder, engine=agent)
+        manifest = verify_manifest(folder, engine=agent)
         if cls is MetaStrategyAgent:
-            return cls.load(folder)
-        if clamp is None:
+            obj = cls.load(folder)
+        elif clamp is None:
             raise RLStoreError(f"{agent}: loading a sizer needs the safety clamp of the active risk mode")
-        return cls.load(folder, clamp=clamp)
+        else:
+            obj = cls.load(folder, clamp=clamp)
+        if ONLINE_FILE in manifest["files"]:
+            state = read_json(folder, ONLINE_FILE)
+            if not isinstance(state, dict):
+                raise RLStoreError(f"{agent}: {folder / ONLINE_FILE} must hold an object")
+            obj.online_state = state
+        return obj
+
+    def active_sizer(self, configured: str | None = None) -> str:
+        """The sizing agent in use: ``configured`` (``qtable``/``dqn`` or an agent name) when given, else the
+        sizer with the newest ACTIVE version, else the Q-table sizer."""
+        if configured:
+            name = {"qtable": QTABLE_AGENT, "dqn": DQN_AGENT}.get(configured, configured)
+            if name not in SIZING_AGENTS:
+                raise RLStoreError(f"unknown sizer {configured!r}; known: qtable, dqn")
+            return name
+        current = [(record.version_id, name) for name in SIZING_AGENTS if (record := self.current(name))]
+        return max(current)[1] if current else QTABLE_AGENT
 
     def _working_folder(self, agent: str, *, based_on: str) -> Path | None:
         pointer = self.agent_dir(agent) / WORKING_POINTER
@@ -224,8 +262,7 @@ class RLStore:
         version = self._next_version(agent)
         folder = self.agent_dir(agent) / version
         folder.mkdir(parents=True, exist_ok=False)
-        files = agent_obj.save(folder)
-        manifest = write_manifest(folder, files, engine=agent)
+        manifest = write_manifest(folder, _save(agent_obj, folder), engine=agent)
         row = {"agent": agent, "version": version, "status": str(status), "parent_version": parent,
                "reason": reason, "file_path": str(folder), "sha256": manifest.digest,
                "epsilon": float(agent_obj.epsilon), "metrics": {**agent_obj.metrics(), **(metrics or {})}}
@@ -273,8 +310,7 @@ class RLStore:
         base = self.agent_dir(agent)
         folder = base / f"working-{uuid.uuid4().hex[:12]}"
         folder.mkdir(parents=True)
-        files = agent_obj.save(folder)
-        write_manifest(folder, files, engine=agent)
+        write_manifest(folder, _save(agent_obj, folder), engine=agent)
         fsync_write(base / WORKING_POINTER,
                     json.dumps({"folder": folder.name, "based_on": agent_obj.version}, sort_keys=True).encode())
         for old in base.glob("working-*"):
@@ -323,14 +359,16 @@ class RLStore:
                                            reason=f"archived by reset {request_id}: {reason}",
                                            metrics={"request_id": request_id})
             agent_obj.reset(epsilon=epsilon)
+            agent_obj.online_state = reset_online_state(getattr(agent_obj, "online_state", None))
             started = self._write_version(agent_obj, status=RLStatus.ACTIVE, parent=archived.version,
                                           reason=f"reset {request_id}: {reason}", metrics={"request_id": request_id})
             agent_obj.version = started.version
             self.registry.append(TABLE, [{
                 "agent": agent, "version": started.version, "status": str(RLStatus.RESET),
                 "parent_version": archived.version, "reason": reason, "epsilon": float(agent_obj.epsilon),
-                "metrics": {"request_id": request_id, "previous_version": previous,
-                            "archived_version": archived.version, "new_version": started.version},
+                "metrics": {"event": RESET_EVENTS.get(agent, f"rl.{agent}.reset"), "request_id": request_id,
+                            "previous_version": previous, "archived_version": archived.version,
+                            "new_version": started.version},
             }])
             event = self._newest(agent, status=str(RLStatus.RESET))
             self._write_working(agent_obj)
@@ -366,3 +404,33 @@ class RLStore:
                                       "status": str(RLStatus.UPDATE_SKIPPED), "reason": reason,
                                       "epsilon": float(agent_obj.epsilon), "metrics": dict(metrics)}])
         return self._newest(agent_obj.name, status=str(RLStatus.UPDATE_SKIPPED))
+
+    def adopt(self, folder: str | os.PathLike[str], *, reason: str, clamp: SafetyClamp | None = None,
+              metrics: Mapping[str, Any] | None = None) -> VersionRecord:
+        """Start a new ACTIVE version from the agent saved in ``folder`` (a policy trained offline that became
+        ACTIVE in the model registry, ``clm.rl.policies.activate_policy``), so the online learner continues
+        from it. The folder's manifest names the agent and is verified before a byte is parsed; the parent is
+        the agent's current version, whose online cursor is kept (what was read stays read) and whose reward
+        baseline is dropped, as after a reset. Sizers need ``clamp``."""
+        from clm.models.artifacts import read_manifest
+
+        folder = Path(folder)
+        agent = read_manifest(folder).engine
+        cls = AGENT_CLASSES.get(agent)
+        if cls is None:
+            raise RLStoreError(f"{folder} holds {agent!r}, not an RL agent; known: {sorted(AGENT_CLASSES)}")
+        obj = self._load_folder(cls, agent, folder, clamp)
+        with self._locked(agent):
+            current = self.current(agent)
+            if current is not None:
+                previous = self.load(agent, clamp=clamp)
+                obj.online_state = reset_online_state(getattr(previous, "online_state", None))
+            obj.version = None
+            obj.trades_since_snapshot = 0
+            record = self._write_version(obj, status=RLStatus.ACTIVE, reason=reason,
+                                         parent=current.version if current else None,
+                                         metrics={"adopted_from": str(folder), **(metrics or {})})
+            obj.version = record.version
+            self._write_working(obj)
+        logger.info("%s: version %s adopted from %s (%s)", agent, record.version, folder, reason)
+        return record

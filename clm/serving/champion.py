@@ -64,7 +64,7 @@ from clm.evaluation.gate import RegimeGate
 from clm.lake import Lake, TableNotFound
 from clm.models.artifacts import ArtifactError, read_json, read_manifest, verify_manifest
 from clm.models.base import load_engine
-from clm.registry.base import GATE_MODEL_TYPE, POOLED, ModelRecord, Registry, Status
+from clm.registry.base import GATE_MODEL_TYPE, POOLED, ModelRecord, Registry, Status, is_forecaster
 
 GATE_FILE = "gate.json"
 OOS_PREDICTIONS = "oos_predictions"  # clm.training.store.OOS_PREDICTIONS
@@ -323,7 +323,9 @@ class ModelBook:
 
     def __init__(self, lake: Lake, registry: Registry, horizon: int):
         self.lake, self.registry, self.horizon = lake, registry, horizon
-        self.records = registry.list_models(horizon=horizon, status=Status.ACTIVE)
+        # the forecasters and the gate (RL policies are champions of their own keys but serve no forecast)
+        self.records = [r for r in registry.list_models(horizon=horizon, status=Status.ACTIVE)
+                        if is_forecaster(r.model_type) or r.model_type == GATE_MODEL_TYPE]
         self._served: dict[tuple[str, str | None], ServedModel] = {}
         self._gates: dict[str, RegimeGate] = {}
         self._oos: pl.DataFrame | None = None

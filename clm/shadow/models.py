@@ -19,7 +19,7 @@ import polars as pl
 from clm.lake import Lake
 from clm.models.artifacts import ArtifactError, read_manifest
 from clm.models.base import engine_class
-from clm.registry.base import GATE_MODEL_TYPE, POOLED, ModelRecord, Registry, Status
+from clm.registry.base import POOLED, ModelRecord, Registry, Status, is_forecaster
 from clm.serving.champion import (
     PER_SYMBOL_ENGINE,
     Champion,
@@ -159,9 +159,10 @@ class ShadowSet:
 def load_shadow_sets(lake: Lake, registry: Registry, *, horizon: int | None = None,
                      model_ids: Sequence[str] | None = None) -> list[ShadowSet]:
     """Every key (of ``horizon``, or all) with an ACTIVE model and at least one SHADOW challenger;
-    ``model_ids`` restricts the challengers. Regime gates are derived, not challengers: skipped."""
+    ``model_ids`` restricts the challengers. Regime gates are derived, not challengers, and RL policies are
+    judged by their replay evaluation (``clm.rl.offline``), not on forecasts: both skipped."""
     shadows = [r for r in registry.list_models(horizon=horizon, status=Status.SHADOW)
-               if r.model_type != GATE_MODEL_TYPE and (model_ids is None or r.model_id in model_ids)]
+               if is_forecaster(r.model_type) and (model_ids is None or r.model_id in model_ids)]
     books: dict[int, ModelBook] = {}
     sets: dict[str, ShadowSet] = {}
     for record in sorted(shadows, key=lambda r: r.model_id):

@@ -154,3 +154,57 @@ def test_table_rows_with_json_payloads_and_resets_through_the_learner(tmp_path):
     assert learner.apply_resets() == []
     with pytest.raises(ValueError, match="needs a store"):
         OnlineLearner(agent).apply_resets()
+
+
+def rows_of(events: list[dict], file: str = "events_20240101.jsonl", first_line: int = 1) -> list[dict]:
+    """Events as feedback_events rows: payload as JSON text, the place in the telemetry file."""
+    return [{**e, "payload": json.dumps(e["payload"]), "source_file": file, "source_line": first_line + i}
+            for i, e in enumerate(events)]
+
+
+def test_the_cursor_marks_what_was_consumed_and_a_restored_learner_reads_nothing_twice():
+    agent = MetaStrategyAgent(seed=0)
+    config = {"batch_size": 50, "min_baseline": 100}
+    learner = OnlineLearner(agent, config=config)
+    other = {"event_id": "x", "event_type": "trade.closed", "pnl_pct": 1.0, "payload": "{}",
+             "source_file": "events_20240101.jsonl", "source_line": 1}  # for no agent of this learner
+    rows = [other, *rows_of(stream(120, 0.5, seed=9), first_line=2)]
+    assert len(learner.extend(rows)) == 2
+    # 100 learnt (and the row before them), 20 wait in the buffer: not consumed
+    assert learner.cursor == {"events_20240101.jsonl": 101} and len(learner.buffer) == 20
+    state = learner.save_state()
+    assert agent.online_state == state and len(state["baseline"]) == 100
+    # a learner on the same agent (as loaded from the store) reads only what was not consumed
+    again = OnlineLearner(agent, config=config)
+    assert list(again.baseline) == list(learner.baseline)
+    assert again.extend(rows) == [] and again.stats.already_seen == 101 and len(again.buffer) == 20
+    assert again.add(rows[-1]) is False and again.stats.already_seen == 102  # the same row twice in one run
+    (report,) = again.extend(rows_of(stream(30, 0.5, seed=10, start=200), first_line=122))
+    assert not report.skipped and report.kl is not None and agent.trades == 150
+    assert again.cursor == {"events_20240101.jsonl": 151} and not again.buffer
+    with pytest.raises(ValueError, match="line order: events_20240101.jsonl line 160 after line 170"):
+        again.extend(rows_of(stream(1, 0.5, seed=11), first_line=170) + rows_of(stream(1, 0.5, seed=11), first_line=160))
+    with pytest.raises(ValueError, match="cursor must map file names to line numbers"):
+        OnlineLearner(MetaStrategyAgent()).restore({"cursor": {"f": "1"}})
+
+
+def test_a_skip_consumes_the_batch_and_a_reset_keeps_the_cursor(tmp_path):
+    agent = MetaStrategyAgent(seed=0)
+    store = RLStore(tmp_path / "policies", DuckDBRegistry(tmp_path / "registry.duckdb"))
+    learner = OnlineLearner(agent, maintenance=RLMaintenance(snapshot_interval_trades=1000), store=store,
+                            config={"batch_size": 50, "min_baseline": 200})
+    learner.extend(rows_of(stream(250, 0.5, seed=12)))
+    (skip,) = learner.extend(rows_of(stream(50, -4.0, seed=13), first_line=251))
+    assert skip.skipped and learner.cursor == {"events_20240101.jsonl": 300} and agent.trades == 250
+    learner.save_state()
+    store.checkpoint(agent)
+    # the store keeps the online state beside the agent's files
+    loaded = store.load("meta_strategy")
+    assert loaded.online_state == agent.online_state and len(loaded.online_state["baseline"]) == 250
+    store.request_reset("meta_strategy", request_id="r1", reason="range -> trend")
+    (result,) = store.apply_reset_requests(loaded, RLMaintenance())
+    # archived with what it had read and its baseline; the new version keeps the cursor and starts a new baseline
+    assert store.load("meta_strategy", version=result.archived.version).online_state == agent.online_state
+    assert store.load("meta_strategy").online_state == {"cursor": {"events_20240101.jsonl": 300}}
+    fresh = OnlineLearner(store.load("meta_strategy"), config={"batch_size": 50, "min_baseline": 200})
+    assert len(fresh.baseline) == 0 and fresh.seen(("events_20240101.jsonl", 300))

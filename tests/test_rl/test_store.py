@@ -101,7 +101,7 @@ def test_regime_reset_archives_starts_fresh_and_is_idempotent(store, registry):
     assert store.current("meta_strategy").version == result.started.version == agent.version == "v0003"
     # the event recorded
     assert result.event.status == "RESET" and result.event.metrics == {
-        "request_id": "regime_20240103T104500Z", "previous_version": "v0001", "archived_version": "v0002",
+        "event": "rl.meta.reset", "request_id": "regime_20240103T104500Z", "previous_version": "v0001", "archived_version": "v0002",
         "new_version": "v0003"}
     assert store.pending_resets("meta_strategy") == []
 
@@ -224,3 +224,41 @@ def test_sizers_round_trip_through_the_store(store):
         fh.write(b"\x00\x01\x02")
     with pytest.raises(ArtifactError, match="weights.pt' fails its sha256 check"):
         store.load("sizing_dqn", clamp=CLAMP, prefer_working=False)
+
+
+def test_a_regime_change_resets_the_meta_agent_and_the_dqn_sizer_when_that_is_the_one_stored(store, registry):
+    from clm.automation.rl import reset_rl_agents
+
+    assert store.active_sizer() == "sizing_qtable"  # nothing stored: the Q-table sizer
+    store.snapshot(QTableSizer(clamp=CLAMP))
+    dqn = DQNSizer({"min_replay": 8, "batch_size": 8, "epsilon_decay": 0.9}, clamp=CLAMP, seed=4)
+    features = {"trend_strength": 0.2, "volatility_regime": "HIGH", "momentum_score": 0.1,
+                "signal_confidence": 0.8, "entry_quality": 0.5, "risk_reward_ratio": 2.0,
+                "current_exposure_pct": 10.0, "win_rate_recent": 0.6, "drawdown_pct": 2.0,
+                "max_position_pct": 20.0, "remaining_daily_risk": 2.0}
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        dqn.remember(features, int(rng.integers(6)), float(rng.normal()))
+        dqn.train_step()
+        dqn.epsilon *= 0.9
+    store.snapshot(dqn)
+    assert store.active_sizer() == "sizing_dqn" and store.active_sizer("qtable") == "sizing_qtable"
+    with pytest.raises(RLStoreError, match="unknown sizer 'ppo'"):
+        store.active_sizer("ppo")
+
+    change = {"from": "trend", "to": "panic", "at": "2024-01-05T00:00:00Z"}
+    done = reset_rl_agents(store, Policy(), reason="trend -> panic", change=change, run_id="run-1")
+    assert [d.agent for d in done] == ["meta_strategy", "sizing_dqn"]
+    meta, sizer = (d.reset for d in done)
+    assert meta.event.metrics["event"] == "rl.meta.reset" and sizer.event.metrics["event"] == "rl.sizing.reset"
+    archived = store.load("sizing_dqn", version=sizer.archived.version, clamp=CLAMP)
+    assert parameters_equal(archived.q_net, dqn.q_net) and len(archived.replay) == 20
+    current = store.load("sizing_dqn", clamp=CLAMP)
+    assert sizer.started.epsilon == 0.5 == current.epsilon and len(current.replay) == 0
+    assert not parameters_equal(current.q_net, dqn.q_net)
+    assert store.records("sizing_qtable", RLStatus.RESET) == []  # only the sizer in use
+    # the same change again (another run): no new request, no second reset
+    rows = registry.rows("rl_versions")
+    again = reset_rl_agents(store, Policy(), reason="trend -> panic", change=change, run_id="run-2")
+    assert [(d.new_request, d.applied) for d in again] == [(False, []), (False, [])]
+    assert registry.rows("rl_versions") == rows

@@ -1,5 +1,6 @@
-"""monitoring_after_ingest_sensor: an ingest run that succeeded requests one monitoring_job run, keyed by the
-ingest run (a re-delivered event asks for the same run key, which Dagster launches once)."""
+"""monitoring_after_ingest_sensor: an ingest run that succeeded requests one monitoring_job run (the RL online
+update included), keyed by the ingest run (a re-delivered event asks for the same run key, which Dagster launches
+once)."""
 
 import dagster as dg
 
@@ -34,3 +35,14 @@ def test_it_watches_ingest_job_launches_monitoring_job_and_is_registered_running
     assert monitoring_after_ingest_sensor.job_name == monitoring_job.name
     assert monitoring_after_ingest_sensor.default_status == dg.DefaultSensorStatus.RUNNING
     assert ingest_job.name == "ingest_job"
+
+
+def test_the_monitoring_job_it_launches_runs_the_rl_online_update_and_a_regime_change_does_not():
+    from definitions import defs
+
+    def keys(job: str) -> set[str]:
+        return {k.to_user_string() for k in defs.resolve_job_def(job).asset_layer.executable_asset_keys}
+
+    assert {"rl_online_update", "shadow_test", "drift_detector"} <= keys("monitoring_job")
+    assert "rl_online_update" not in keys("ingest_job") | keys("rl_maintenance")
+    assert "rl_reset" in keys("rl_maintenance")

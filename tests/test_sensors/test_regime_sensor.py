@@ -1,9 +1,11 @@
-"""regime_sensor: a regime-change file launches the RL reset (and a retrain when the policy says so), once,
-also across restarts; a batch launches only its newest change; bad files go aside with a reason."""
+"""regime_sensor: a regime-change file launches the RL reset of the meta-strategy agent and the sizer (and a
+retrain when the policy says so), once, also across restarts; a batch launches only its newest change; bad files
+go aside with a reason."""
 
 import json
 
 import dagster as dg
+import numpy as np
 import pytest
 
 from clm.automation.jobs import RETRAINING_JOBS
@@ -12,6 +14,8 @@ from clm.lake import Lake
 from clm.policy import Policy, policy_yaml
 from clm.regimes.market import write_regime_signals
 from clm.registry import open_registry
+from clm.rl import STRATEGIES, MetaStrategyAgent, QTableSizer, RLStore, SafetyClamp
+from clm.rl.sizing import QTABLE_AGENT
 from resources import LakeResource, RegistryResource
 from sensors.regime import regime_sensor
 
@@ -41,7 +45,26 @@ def evaluate(lake: Lake, cursor: str | None = None) -> dg.SensorResult:
     return result
 
 
+def train_agents(lake: Lake) -> dict[str, dict]:
+    """A meta-strategy agent and a Q-table sizer that learnt something, stored as their current versions."""
+    store = RLStore(lake.policies_dir, open_registry(lake))
+    rng = np.random.default_rng(0)
+    meta = MetaStrategyAgent({"epsilon_decay": 0.9}, seed=0)
+    sizer = QTableSizer({"epsilon_decay": 0.9}, clamp=SafetyClamp(Policy().risk_modes.current), seed=0)
+    for i in range(40):
+        meta.update(meta.state("trend", "MEDIUM", "HIGH"), STRATEGIES[i % 5], float(rng.normal()))
+        sizer.update({"market_regime": "trend", "signal_confidence": 0.7, "current_exposure_pct": 5.0,
+                      "win_rate_recent": 0.5, "volatility_level": "MEDIUM"}, i % 270, float(rng.normal()))
+    tables = {}
+    for agent in (meta, sizer):
+        store.snapshot(agent, reason="trained before the change")
+        assert agent.epsilon < 0.5 and len(agent.table) > 0
+        tables[agent.name] = agent.table.to_payload()
+    return tables
+
+
 def test_a_change_launches_one_rl_reset_that_records_the_request(lake):
+    tables = train_agents(lake)
     (path,) = write_regime_signals([change("trend", "panic", "2026-11-22T10:45:00Z")], lake.signals_dir("regime"))
     result = evaluate(lake)
     (request,) = result.run_requests
@@ -55,25 +78,53 @@ def test_a_change_launches_one_rl_reset_that_records_the_request(lake):
     assert not evaluate(lake, result.cursor).run_requests
     assert [r.run_key for r in evaluate(lake, None).run_requests] == [request.run_key]  # fresh cursor: same key
 
-    # the run it asks for: one rl_versions row, and the same change again records nothing new
+    # the run it asks for resets both agents, exactly once each
     from definitions import defs
 
     job = defs.resolve_job_def("rl_maintenance")
-    for _ in range(2):
-        run = job.execute_in_process(run_config=request.run_config, tags=request.tags,
-                                     instance=dg.DagsterInstance.ephemeral())
-        assert run.success
-    rows = open_registry(lake).rows("rl_versions")
-    (row,) = [r for r in rows if r["status"] == RESET_REQUESTED]
-    assert row["agent"] == META_AGENT and row["version"] is None
-    assert "trend->panic" in row["reason"] and row["metrics"]["change"]["to"] == "panic"
-    # applied exactly once: the first version archived, a new one at epsilon 0.5, a RESET event
-    assert sorted(r["status"] for r in rows) == ["ACTIVE", "ACTIVE", "ARCHIVED", "RESET", RESET_REQUESTED]
-    newest = max((r for r in rows if r["status"] == "ACTIVE"), key=lambda r: r["version_id"])
-    assert newest["epsilon"] == 0.5
+    run = job.execute_in_process(run_config=request.run_config, tags=request.tags,
+                                 instance=dg.DagsterInstance.ephemeral())
+    assert run.success
     (materialization,) = run.asset_materializations_for_node("rl_reset")
-    assert materialization.metadata["new_request"].value is False
-    assert materialization.metadata["current_version"].value == newest["version"]
+    metadata = {k: v.value for k, v in materialization.metadata.items()}
+    assert metadata["events"] == ["rl.meta.reset", "rl.sizing.reset"] and metadata["sizer"] == QTABLE_AGENT
+    rows = open_registry(lake).rows("rl_versions")
+    store = RLStore(lake.policies_dir, open_registry(lake))
+    for agent, event in ((META_AGENT, "rl.meta.reset"), (QTABLE_AGENT, "rl.sizing.reset")):
+        mine = [r for r in rows if r["agent"] == agent]
+        assert sorted(r["status"] for r in mine) == ["ACTIVE", "ACTIVE", "ARCHIVED", "RESET", RESET_REQUESTED]
+        (requested,) = [r for r in mine if r["status"] == RESET_REQUESTED]
+        assert requested["version"] is None and requested["parent_version"] == "v0001"
+        assert "trend->panic" in requested["reason"] and requested["metrics"]["change"]["to"] == "panic"
+        # the old table archived as it was, a new version with epsilon 0.5 and a fresh table, the event recorded
+        (archived,) = [r for r in mine if r["status"] == "ARCHIVED"]
+        assert archived["parent_version"] == "v0001"
+        old = store.load(agent, version=archived["version"], clamp=SafetyClamp(Policy().risk_modes.current))
+        assert old.table.to_payload() == tables[agent] and old.epsilon < 0.5
+        new = max((r for r in mine if r["status"] == "ACTIVE"), key=lambda r: r["version_id"])
+        assert new["epsilon"] == 0.5 and new["parent_version"] == archived["version"]
+        assert len(store.load(agent, clamp=SafetyClamp(Policy().risk_modes.current)).table) == 0
+        (reset,) = [r for r in mine if r["status"] == "RESET"]
+        assert reset["metrics"]["event"] == event
+        assert (reset["metrics"]["archived_version"], reset["metrics"]["new_version"]) == (
+            archived["version"], new["version"])
+        assert metadata[f"{agent}.event"] == event and metadata[f"{agent}.new_request"] is True
+        assert (metadata[f"{agent}.archived_version"], metadata[f"{agent}.new_version"]) == (
+            archived["version"], new["version"])
+
+    # a second identical file does nothing: the sensor has acted on it, and a sensor that lost its cursor asks
+    # for the same run key, whose run (were it launched again) records nothing new
+    path.unlink()
+    assert write_regime_signals([change("trend", "panic", "2026-11-22T10:45:00Z")], lake.signals_dir("regime"))
+    assert not evaluate(lake, result.cursor).run_requests
+    (again,) = evaluate(lake, None).run_requests
+    assert again.run_key == request.run_key
+    rerun = job.execute_in_process(run_config=again.run_config, tags=again.tags,
+                                   instance=dg.DagsterInstance.ephemeral())
+    assert rerun.success and open_registry(lake).rows("rl_versions") == rows
+    (materialization,) = rerun.asset_materializations_for_node("rl_reset")
+    assert materialization.metadata["events"].value == [] and materialization.metadata["new_request"].value is False
+    assert materialization.metadata[f"{META_AGENT}.outcome"].value.startswith("nothing to do")
 
 
 def test_a_retrain_when_the_policy_says_so_inside_the_minimum_interval_skipped(lake, tmp_path, monkeypatch):
