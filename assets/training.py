@@ -37,6 +37,10 @@ DEFAULT_OPTIONS = {
     "nhits": {"max_steps": 200, "windows_batch_size": 32},
     "patchtst": {"max_steps": 200, "windows_batch_size": 32},
 }
+PREVIOUS_COLUMNS = ["engine", "model_id", "previous_model_id", "rows_compared", "model_directional_accuracy",
+                    "previous_model_directional_accuracy", "model_ic", "previous_model_ic", "model_sharpe",
+                    "previous_model_sharpe", "model_total_return", "previous_model_total_return", "model_n_trades",
+                    "previous_model_n_trades", "previous_model_note"]
 SUMMARY_COLUMNS = ["engine", "n_rows", "directional_accuracy", "accuracy", "f1", "ic", "rank_ic", "ece",
                    "model_sharpe", "model_max_drawdown", "model_hit_rate", "model_turnover", "model_dsr",
                    "baseline_buy_and_hold_sharpe", "baseline_momentum_sign_sharpe", "baseline_flat_sharpe"]
@@ -126,20 +130,32 @@ model_assets = [_model_asset(engine) for engine in ENGINES]
     pool="duckdb_writer",
     backfill_policy=dg.BackfillPolicy.single_run(),
     description="Every engine's out-of-sample metrics net of costs beside flat, buy-and-hold and momentum "
-                "baselines on the same rows (tables evaluation, evaluation_detail, costs); the metrics go "
-                "into the registry records of the models that made the predictions.",
+                "baselines on the same rows, and beside the previous model (the champion a challenger was "
+                "registered against) on the rows out of sample for it too (tables evaluation, evaluation_detail, "
+                "evaluation_previous_model, costs); the metrics go into the registry records of the models "
+                "that made the predictions.",
 )
 def evaluation(context: dg.AssetExecutionContext, config: TrainingAssetConfig, lake: LakeResource,
                registry: RegistryResource):
     training, _ = config.configs()
-    result = evaluate_stored(lake.lake, horizon=training.horizon, engines=ENGINES)
+    result = evaluate_stored(lake.lake, horizon=training.horizon, engines=ENGINES, registry=registry.registry)
     updated = attach_evaluation(registry.registry, lake.lake, result, horizon=training.horizon)
     context.log.info(f"metrics attached to {len(updated)} registered models")
     shown = result.overall.select([c for c in SUMMARY_COLUMNS if c in result.overall.columns])
     context.log.info(f"evaluated {shown.height} engines")
+    previous = result.previous_model
+    for row in previous.iter_rows(named=True):
+        if row["rows_compared"]:
+            context.log.info(f"{row['engine']}: beside the previous model {row['previous_model_id']} on "
+                             f"{row['rows_compared']:,} rows out of sample for both")
+        else:
+            context.log.info(f"{row['engine']}: no previous-model comparison: {row['previous_model_note']}")
     return dg.MaterializeResult(
         metadata={
             "summary": dg.MetadataValue.md(frame_markdown(shown)),
+            "previous_model": dg.MetadataValue.md(frame_markdown(previous.select(PREVIOUS_COLUMNS))),
+            "previous_model_rows": dg.MetadataValue.json(dict(zip(previous["engine"], previous["rows_compared"],
+                                                                  strict=True))),
             "costs": dg.MetadataValue.json(result.cost_summary),
             "detail_rows": dg.MetadataValue.int(result.detail.height),
             "dagster/row_count": dg.MetadataValue.int(result.overall.height),

@@ -43,6 +43,7 @@ from clm.training.store import (
     DECISION_LOG,
     EVALUATION,
     EVALUATION_DETAIL,
+    EVALUATION_PREVIOUS_MODEL,
     OOS_PREDICTIONS,
 )
 
@@ -65,6 +66,7 @@ class RunTables:
     decisions: pl.DataFrame | None = None
     consensus: pl.DataFrame | None = None
     engines: list[str] = field(default_factory=list)
+    previous: pl.DataFrame | None = None  # per engine: it and its previous model on the same rows
 
 
 def load_tables(lake: Lake) -> RunTables:
@@ -92,6 +94,7 @@ def load_tables(lake: Lake) -> RunTables:
     folds = read(CV_FOLDS)
     decisions = read(DECISION_LOG, by_engine=False)
     consensus = read(CONSENSUS, by_engine=False)
+    previous = read(EVALUATION_PREVIOUS_MODEL)
     return RunTables(
         evaluation=evaluation,
         costs=costs,
@@ -102,6 +105,7 @@ def load_tables(lake: Lake) -> RunTables:
         decisions=decisions.sort("timestamp", "symbol") if decisions is not None else None,
         consensus=consensus.sort("timestamp", "symbol") if consensus is not None else None,
         engines=engines,
+        previous=previous.sort("engine") if previous is not None else None,
     )
 
 

@@ -1,8 +1,9 @@
 """The training-run report: one markdown file a person reads, with its plots and machine-readable parts.
 
 ``build_training_report(lake, run_id)`` reads the tables the training assets wrote (evaluation,
-evaluation_detail, costs, oos_predictions, cv_folds, consensus, decision_log) and the models'
-artefacts, and writes, each file atomically and the markdown last (it links the others):
+evaluation_detail, evaluation_previous_model, costs, oos_predictions, cv_folds, consensus,
+decision_log) and the models' artefacts, and writes, each file atomically and the markdown last (it
+links the others):
 
 * ``reports/training_run_<run_id>.md``;
 * ``reports/training_run_<run_id>/equity_curve.png``, ``calibration.png`` (when a classifier has
@@ -233,6 +234,8 @@ def build_training_report(
         "model_feature_versions": model_feature_versions,
         "model_folders": {e: str(p) for e, p in sorted(folders.items())},
         "evaluation": {e: {k: v for k, v in row.items() if k != "engine"} for e, row in evaluation.items()},
+        **({"previous_model": {r["engine"]: {k: v for k, v in r.items() if k != "engine"}
+                               for r in tables.previous.iter_rows(named=True)}} if tables.previous is not None else {}),
         "strategies": simulation.stats,
         "baselines_shared": simulation.shared_baselines,
         "simulation_matches_evaluation": not mismatches,
@@ -257,6 +260,7 @@ def build_training_report(
         feature_version=feature_version, model_feature_versions=model_feature_versions,
         evaluation=evaluation, simulation=simulation, calib=calib, costs=costs, folds=folds,
         fold_summary=fold_summary, regimes=regimes, consensus=consensus, narrative=narrative,
+        previous=tables.previous.to_dicts() if tables.previous is not None else None,
         plot_files={name: f"training_run_{run_id}/{PLOT_FILES[name]}" for name in pngs},
         sample_file=f"training_run_{run_id}/{DECISIONS_FILE}" if sample is not None else None,
         notes=notes,
@@ -433,6 +437,26 @@ def _quality_rows(engines, evaluation, calib) -> list[dict[str, str]]:
     return rows
 
 
+def _previous_rows(previous: list[dict]) -> list[dict[str, str]]:
+    """This run's model and its previous model on the same rows: ``this / previous`` per metric."""
+    def pair(row: dict, metric: str, fmt) -> str:
+        return f"{fmt(row.get(f'model_{metric}'))} / {fmt(row.get(f'previous_model_{metric}'))}"
+
+    rows = []
+    for row in previous:
+        compared = bool(row.get("rows_compared"))
+        rows.append({
+            "engine": row["engine"], "previous model": row.get("previous_model_id") or "none",
+            "trained until": _stamp(row.get("previous_trained_until")), "rows": count(row.get("rows_compared") or 0),
+            "directional accuracy": pair(row, "directional_accuracy", lambda v: pct(v, 1)) if compared else "",
+            "IC": pair(row, "ic", lambda v: num(v, 4)) if compared else "",
+            "Sharpe (ann.)": pair(row, "sharpe", num) if compared else "",
+            "net return": pair(row, "total_return", pct) if compared else "",
+            "trades": pair(row, "n_trades", count) if compared else "",
+        })
+    return rows
+
+
 def _plain_bps(value: Any) -> str:
     return bps(value).replace(" bps", "")
 
@@ -458,7 +482,7 @@ def _cost_rows(engines, costs) -> list[dict[str, str]]:
 
 def render_markdown(*, run_id, stamp, horizon, engines, window, feature_version, model_feature_versions, evaluation,
                     simulation, calib, costs, folds, fold_summary, regimes, consensus, narrative, plot_files,
-                    sample_file, notes) -> str:
+                    sample_file, notes, previous=None) -> str:
     """The report's markdown (deterministic: every input is sorted and every number formatted)."""
     out: list[str] = [f"# Training run `{run_id}`", ""]
     versions = sorted({v for v in model_feature_versions.values() if v})
@@ -492,6 +516,17 @@ def render_markdown(*, run_id, stamp, horizon, engines, window, feature_version,
                               ["engine", "task", "rows", "directional accuracy", "accuracy", "F1", "IC", "rank IC",
                                "ECE", "Brier", "RMSE"]))
     out += [""]
+
+    if previous is not None:
+        out += ["## Against the previous model (same rows, out of sample for both)", ""]
+        out.append(markdown_table(_previous_rows(previous), ["engine", "previous model", "trained until", "rows",
+                                                             "directional accuracy", "IC", "Sharpe (ann.)",
+                                                             "net return", "trades"]))
+        out += ["", "Each pair is *this run's model / the previous model* (the champion it was registered against), "
+                "both on the rows after the previous model's training window, positions taken by the same rule "
+                "and charged the same costs."]
+        out += [f"- {r['engine']}: {r['previous_model_note']}" for r in previous if r.get("previous_model_note")]
+        out += [""]
 
     out += ["## Costs per taken signal (bps of notional)", ""]
     cost_rows = _cost_rows(engines, costs)

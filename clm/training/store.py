@@ -24,19 +24,21 @@ from clm.features.expr import digest
 from clm.features.store import FEATURES
 from clm.labels.store import LABELS
 from clm.lake import ALL_PARTITIONS, Lake
-from clm.models.artifacts import ArtifactManifest, json_safe, read_manifest, write_json, write_manifest
+from clm.models.artifacts import ArtifactManifest, json_safe, write_json, write_manifest
 from clm.models.base import engine_class
 from clm.models.per_symbol import PerSymbolModel
 from clm.regimes.store import REGIMES
-from clm.registry.base import GATE_MODEL_TYPE, POOLED, Lineage, ModelRecord, NewModel, Registry, Status
-from clm.registry.lineage import code_version, data_hash
+from clm.registry.base import GATE_MODEL_TYPE, POOLED, ModelRecord, NewModel, Registry, Status
+from clm.registry.lineage import artifact_model, data_hash
 from clm.training.evaluate import Evaluation, evaluate_engines
+from clm.training.previous import previous_predictions
 from clm.training.runs import EngineRun, TrainingConfig, training_frame, walk_forward
 
 OOS_PREDICTIONS = "oos_predictions"
 CV_FOLDS = "cv_folds"
 EVALUATION = "evaluation"
 EVALUATION_DETAIL = "evaluation_detail"
+EVALUATION_PREVIOUS_MODEL = "evaluation_previous_model"
 COSTS = "costs"
 CONSENSUS = "consensus"
 DECISION_LOG = "decision_log"
@@ -123,20 +125,17 @@ def register_run(registry: Registry, stored: StoredRun, *, actor: str = "trainin
         rows = predictions if scope == POOLED else predictions.filter(pl.col("symbol") == scope)
         signed = rows.filter(pl.col("signal").is_not_null() & (pl.col("target_return") != 0))
         hit = (signed["signal"].sign() == signed["target_return"].sign()).mean() if signed.height else None
-        lineage = Lineage(
-            training_window=stored.training_window, feature_version=stored.feature_version,
-            feature_count=len(run.features), label_config=label_config, code_version=code_version(),
-            data_hash=stored.data_hash, seeds=seeds, config=training_config,
-            artifact_checksums=read_manifest(folder).files,
-        )
         last_fold = rows.filter(pl.col("fold") == rows["fold"].max()) if rows.height else rows
         scale = last_fold["prediction"].std() if last_fold.height > 1 else None  # serving: prediction -> signal
         metrics = {"oos_predictions": rows.height, "oos_directional_accuracy": hit, "folds": len(run.reports),
                    "signal_scale": scale,
                    "typical_abs_return": stored.typical_abs_return, "task": engine_class(run.engine).task,
                    "train_seconds": round(run.seconds, 2)}
-        new = NewModel(model_type=run.engine, version=stored.version, scope=scope, horizon=config.horizon,
-                       file_path=str(folder), lineage=lineage, metrics=json_safe(metrics))
+        new = artifact_model(
+            model_type=run.engine, version=stored.version, scope=scope, horizon=config.horizon, folder=folder,
+            training_window=stored.training_window, feature_version=stored.feature_version,
+            feature_count=len(run.features), label_config=label_config, data_hash=stored.data_hash, seeds=seeds,
+            config=training_config, metrics=json_safe(metrics))
         records.append(registry.register(new, actor=actor))
     return records
 
@@ -154,8 +153,15 @@ def attach_evaluation(registry: Registry, lake: Lake, evaluation: Evaluation, *,
     return updated
 
 
-def evaluate_stored(lake: Lake, *, horizon: int, engines: list[str] | None = None) -> Evaluation:
-    """Score every engine's stored out-of-sample predictions; write the evaluation and costs tables."""
+def evaluate_stored(lake: Lake, *, horizon: int, engines: list[str] | None = None,
+                    registry: Registry | None = None) -> Evaluation:
+    """Score every engine's stored out-of-sample predictions; write the evaluation and costs tables.
+
+    With ``registry``, each engine's previous model (the champion its model was registered against,
+    ``clm.training.previous``) is scored too, on the rows out of sample for it: ``previous_model_*``
+    columns in both tables (``previous_model_rows`` rows each) and the ``evaluation_previous_model``
+    table (per engine: the two models on exactly those rows, or a note saying why there is nothing to
+    compare)."""
     predictions = lake.read(OOS_PREDICTIONS)
     if engines is not None:
         predictions = predictions.filter(pl.col("engine").is_in(engines))
@@ -164,7 +170,18 @@ def evaluate_stored(lake: Lake, *, horizon: int, engines: list[str] | None = Non
     keys = predictions.select("symbol", "timestamp").unique()
     candles = lake.scan(CANDLES).join(keys.lazy(), on=["symbol", "timestamp"], how="semi").collect()
     tf = infer_timeframe_seconds(candles.select("symbol", "timestamp"))
-    evaluation = evaluate_engines(predictions, candles, timeframe_seconds=tf, horizon=horizon)
+    previous = None
+    if registry is not None:
+        previous = previous_predictions(lake, registry, predictions, horizon=horizon, timeframe_seconds=tf)
+    evaluation = evaluate_engines(predictions, candles, timeframe_seconds=tf, horizon=horizon,
+                                  previous=previous.predictions if previous is not None else None)
+    if previous is not None:
+        evaluation.overall = evaluation.overall.join(previous.models.select("engine", "previous_model_id"),
+                                                     on="engine", how="left")
+        comparison = previous.models.join(evaluation.previous_model, on="engine", how="left")
+        evaluation.previous_model = comparison.select(
+            *[c for c in comparison.columns if c != "previous_model_note"], "previous_model_note").sort("engine")
+        lake.write_table(EVALUATION_PREVIOUS_MODEL, evaluation.previous_model)
     lake.write_table(EVALUATION, evaluation.overall)
     lake.write_table(EVALUATION_DETAIL, evaluation.detail, ["engine"], replace=predictions["engine"].unique().to_list())
     lake.write_table(COSTS, evaluation.costs, ["engine"], replace=predictions["engine"].unique().to_list())
@@ -220,16 +237,13 @@ def register_gate(registry: Registry, lake: Lake, result: ConsensusResult, *, ho
     span = predictions.select(pl.col("timestamp").min().alias("a"), pl.col("timestamp").max().alias("b")).row(0)
 
     def new_gate(version: str, folder: str) -> NewModel:
-        lineage = Lineage(
+        return artifact_model(
+            model_type=GATE_ENGINE, version=version, scope=POOLED, horizon=horizon, folder=folder,
             training_window=(span[0].isoformat(), span[1].isoformat()), feature_version=result.feature_version,
             feature_count=predictions["engine"].n_unique(), label_config={"horizon": horizon},
-            code_version=code_version(), data_hash=data_hash(predictions, keys=("engine", "symbol", "timestamp")),
-            seeds={}, config={"gate": result.gate_config.to_dict(), "gate_folds": result.gate_folds},
-            artifact_checksums=read_manifest(Path(folder)).files,
-        )
-        return NewModel(model_type=GATE_ENGINE, version=version, scope=POOLED, horizon=horizon, file_path=folder,
-                        lineage=lineage, metrics={"engines": sorted(predictions["engine"].unique().to_list()),
-                                                  "gate_folds": result.gate_folds})
+            data_hash=data_hash(predictions, keys=("engine", "symbol", "timestamp")), seeds={},
+            config={"gate": result.gate_config.to_dict(), "gate_folds": result.gate_folds},
+            metrics={"engines": sorted(predictions["engine"].unique().to_list()), "gate_folds": result.gate_folds})
 
     record = registry.register(new_gate(result.version, result.path), actor=actor)
     if record.status == Status.RETIRED:
