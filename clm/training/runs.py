@@ -182,6 +182,13 @@ def walk_forward(
             predictions.append(_prediction_rows(test, predicted, rows, engine, fold.fold, task, config))
         if not config.pooled:
             model = PerSymbolModel(engine, models)
+    if not reports:
+        span = frame.select(pl.col("timestamp").min().alias("first"), pl.col("timestamp").max().alias("last")).row(0)
+        raise ValueError(
+            f"{engine}: none of the {len(folds)} folds had labelled training and validation rows; the frame's "
+            f"{frame.height:,} rows span {span[0]} .. {span[1]}. Folds are cut in calendar time, so a long "
+            "stretch without bars (two sources in one lake, say) can leave every fold's windows empty."
+        )
     out = pl.concat(predictions) if predictions else pl.DataFrame()
     return EngineRun(engine, out, audit, reports, model, time.perf_counter() - started, features)
 

@@ -152,3 +152,9 @@ def test_per_symbol_training_saves_and_reloads_one_model_per_symbol(frame, tmp_p
     (tmp_path / "m" / symbols[0] / "model.txt").write_text("tampered")
     with pytest.raises(ArtifactError, match="model.txt"):
         PerSymbolModel.load(tmp_path / "m")
+
+
+def test_no_fold_with_training_rows_is_a_clear_error(frame):
+    unlabelled = frame.with_columns(pl.lit(None, dtype=frame.schema[CONFIG.target]).alias(CONFIG.target))
+    with pytest.raises(ValueError, match=r"none of the 3 folds had labelled training and validation rows.*span"):
+        walk_forward(unlabelled, "lightgbm_regressor", FAST, CONFIG, timeframe_seconds=300)
