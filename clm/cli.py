@@ -217,8 +217,10 @@ def summary_text(lake: Lake) -> str:
     lines += _registry_lines(lake)
     lines += _policy_lines(lake)
     lines.append("  tables written:")
-    for table, count in table_counts(lake).items():
-        lines.append(f"    {table:<24}{count:,} rows")
+    counts = table_counts(lake)
+    width = max((len(t) for t in counts), default=0) + 2
+    for table, count in counts.items():
+        lines.append(f"    {table:<{width}}{count:,} rows")
     lines.append(f"  query: clm sql \"select symbol, count(*) from candles group by 1\"  (or duckdb {lake.catalog_path})")
     return "\n".join(lines)
 
