@@ -8,6 +8,7 @@ what lets a new source or a new consumer be added without reading the others.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 
 import polars as pl
 
@@ -93,6 +94,33 @@ def normalise_symbol(raw: str) -> str:
     if not SYMBOL_PATTERN.match(symbol):
         raise ValueError(f"symbol {raw!r} is not a valid symbol (allowed: A-Z, 0-9, '_', '.', '-')")
     return symbol
+
+
+# Quote assets recognised at the end of a symbol written without a separator (``ETHBTC``, ``BTCUSDT``).
+KNOWN_QUOTES = ("USDT", "USDC", "BUSD", "FDUSD", "TUSD", "USDP", "DAI", "USD", "EUR", "GBP", "TRY", "BRL",
+                "BTC", "ETH", "BNB")
+
+
+def quote_asset(symbol: str | None, quotes: Iterable[str] = KNOWN_QUOTES) -> str | None:
+    """The quote asset (the currency prices and ``quote_volume`` are in) of a symbol, or None.
+
+    * ``BASE_QUOTE`` (``normalise_symbol``'s form, ``ADA/BTC`` -> ``ADA_BTC``) and futures'
+      ``BASE_QUOTE_SETTLE`` (``XRP/USDT:USDT`` -> ``XRP_USDT_USDT``): the second part, up to a ``-`` or
+      ``.`` (``BTC_USDT-PERP`` -> ``USDT``).
+    * No separator (``ETHBTC``, ``SYN000USD``): the longest of ``quotes`` the symbol ends with, after a
+      non-empty base; such names are ambiguous, so only the listed quotes are recognised.
+    * Anything else (``PRICES``, ``AAA``, None): None.
+    """
+    if not symbol:
+        return None
+    name = symbol.strip().upper()
+    if "_" in name:
+        found = re.match(r"[A-Z0-9]+", name.split("_")[1])
+        return found.group(0) if found else None
+    for quote in sorted({q.upper() for q in quotes}, key=len, reverse=True):
+        if len(name) > len(quote) and name.endswith(quote):
+            return quote
+    return None
 
 
 def quarantine_rows(

@@ -6,7 +6,12 @@ Every row of ``trade_costs``'s input is a potential trade entered at that bar: `
 All components are for a ROUND TRIP (entry + exit) and are positive costs (funding may be negative,
 i.e. income). Definitions (``d`` = direction = ``sign(position)``, or ``sign(edge_bps)`` where
 ``position == 0``, which makes flat rows "the trade the edge would ask for"; ``size = |position|``,
-or 1 where ``position == 0``; ``N`` = ``notional * size``):
+or 1 where ``position == 0``; ``N`` = ``notional * size``, where ``notional`` is the size of one full
+trade in the symbol's quote currency: ``CostConfig.notional_for(symbol)``, i.e. the config's
+``notional_by_quote`` entry for the symbol's quote asset (``clm.data.schema.quote_asset``: ``ETH_BTC`` ->
+BTC, ``XRP_USDT_USDT`` -> USDT, ``ETHBTC`` -> BTC) or ``default_notional``, unless the caller fixes one
+``notional`` for every row. Impact compares ``N`` with the bar's ``quote_volume``, which is in that same
+currency: 10,000 is a small trade on a USDT pair and ~700 bars of volume on ETH/BTC in 2018):
 
 * ``fee_bps = 2 * fee`` with ``fee = taker_fee_bps`` if ``use_taker`` else ``maker_fee_bps``.
 * ``half_spread_bps = 2 * half_spread`` (the half spread is paid on the way in and on the way out).
@@ -29,7 +34,9 @@ or 1 where ``position == 0``; ``N`` = ``notional * size``):
   change, what ``clm.evaluation.metrics.simulate_strategy`` charges on turnover.
 * ``net_edge_bps = d * edge_bps - total_cost_bps`` (sign-aware: a short earns ``-edge_bps``).
 * ``tradable = net_edge_bps >= min_edge_after_cost_bps`` (False where a cost is null).
-* ``capacity_notional = max_participation * quote_volume``: the most notional the bar can absorb.
+* ``notional``: the row's full-trade notional (quote currency) the impact term used.
+* ``capacity_notional = max_participation * quote_volume``: the most notional the bar can absorb
+  (quote currency, comparable with ``notional``).
 
 Spread estimate (Corwin & Schultz 2012, "A Simple Way to Estimate Bid-Ask Spreads from Daily High
 and Low Prices"), per symbol from bar ``t-1`` and ``t`` (causal; only when ``t-1`` is exactly one
@@ -53,12 +60,15 @@ bar's log range (an upper bound: a half spread cannot exceed half the bar's rang
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import polars as pl
 
 from clm.checks import ENGINE, is_finite_number, is_int
+from clm.data.schema import KNOWN_QUOTES, quote_asset
 
 BPS = 1e-4
 UTC_US = pl.Datetime("us", "UTC")
@@ -77,6 +87,7 @@ COST_COLUMNS = (
     "one_way_cost_bps",
     "net_edge_bps",
     "tradable",
+    "notional",
     "capacity_notional",
 )
 _CS_K = 3.0 - 2.0 * math.sqrt(2.0)
@@ -84,9 +95,29 @@ _CSV_TIME_NAMES = ("timestamp", "date", "time", "datetime", "funding_time", "fun
 _CSV_RATE_NAMES = ("funding_rate", "fundingrate", "rate", "last_funding_rate", "lastfundingrate")
 
 
+# The size of one trade (|position| = 1) in the symbol's quote currency, for the impact term and the
+# capacity comparison. Each says about 10,000 USD at round prices (BTC ~20,000, ETH ~2,000, BNB ~330 USD):
+# an ASSUMPTION that ages with those prices (0.5 BTC was ~6,500 USD in January 2018 and ~50,000 USD at
+# 100,000), so set your own (``CostConfig(notional_by_quote=...)``, the evaluation's run config). Quotes not
+# listed, and symbols whose quote cannot be read (``clm.data.schema.quote_asset``), trade
+# ``DEFAULT_NOTIONAL`` units of their quote (right for USD-like quotes, wrong for e.g. TRY: list it).
+DEFAULT_NOTIONAL = 10_000.0
+DEFAULT_NOTIONAL_BY_QUOTE: dict[str, float] = {
+    "USDT": 10_000.0, "USDC": 10_000.0, "BUSD": 10_000.0, "FDUSD": 10_000.0, "TUSD": 10_000.0, "USD": 10_000.0,
+    "BTC": 0.5, "ETH": 5.0, "BNB": 30.0,
+}
+_QUOTE_KEY = re.compile(r"^[A-Z0-9]{1,20}$")
+
+
 @dataclass(frozen=True)
 class CostConfig:
-    """Cost assumptions, in basis points of traded notional; invalid values raise ``ValueError``."""
+    """Cost assumptions, in basis points of traded notional; invalid values raise ``ValueError``.
+
+    ``notional_by_quote`` (quote asset -> notional of one trade in that currency) and
+    ``default_notional`` (every other quote) size the trade the impact term charges: see
+    ``DEFAULT_NOTIONAL_BY_QUOTE`` for the defaults and their assumption; ``notional_for`` resolves a
+    symbol. Keys are upper-cased; every value must be a finite number > 0.
+    """
 
     maker_fee_bps: float = 2.0
     taker_fee_bps: float = 5.0
@@ -98,6 +129,8 @@ class CostConfig:
     default_half_spread_bps: float | None = None
     funding: bool = True
     spread_estimate_window: int = 20
+    notional_by_quote: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_NOTIONAL_BY_QUOTE))
+    default_notional: float = DEFAULT_NOTIONAL
 
     def __post_init__(self) -> None:
         for name in ("maker_fee_bps", "taker_fee_bps", "slippage_bps", "impact_coefficient"):
@@ -120,13 +153,43 @@ class CostConfig:
         w = self.spread_estimate_window
         if not is_int(w) or w < 1:
             raise ValueError(f"spread_estimate_window must be an int >= 1, got {w!r}")
+        if not is_finite_number(self.default_notional) or self.default_notional <= 0:
+            raise ValueError(f"default_notional must be a finite number > 0, got {self.default_notional!r}")
+        if not isinstance(self.notional_by_quote, Mapping):
+            raise ValueError(
+                "notional_by_quote must be a mapping of quote asset -> notional, got "
+                f"{type(self.notional_by_quote).__name__}"
+            )
+        notionals: dict[str, float] = {}
+        for key, value in self.notional_by_quote.items():
+            quote = key.strip().upper() if isinstance(key, str) else key
+            if not isinstance(quote, str) or not _QUOTE_KEY.match(quote):
+                raise ValueError(f"notional_by_quote: key {key!r} is not a quote asset (1-20 letters or digits)")
+            if quote in notionals:
+                raise ValueError(f"notional_by_quote: quote {quote!r} is given twice")
+            if not is_finite_number(value) or value <= 0:
+                raise ValueError(f"notional_by_quote[{quote!r}] must be a finite number > 0, got {value!r}")
+            notionals[quote] = float(value)
+        object.__setattr__(self, "notional_by_quote", notionals)  # a private, normalised copy
+
+    def __hash__(self) -> int:  # the mapping field is a dict
+        return hash(tuple((k, tuple(sorted(v.items())) if isinstance(v, Mapping) else v)
+                          for k, v in self.as_dict().items()))
 
     @property
     def fee_per_fill_bps(self) -> float:
         return self.taker_fee_bps if self.use_taker else self.maker_fee_bps
 
+    def quote_of(self, symbol: str | None) -> str | None:
+        """The symbol's quote asset (``clm.data.schema.quote_asset``, also knowing this config's quotes)."""
+        return quote_asset(symbol, (*KNOWN_QUOTES, *self.notional_by_quote))
+
+    def notional_for(self, symbol: str | None) -> float:
+        """Notional of one trade on ``symbol``, in its quote currency (``default_notional`` if unlisted)."""
+        return self.notional_by_quote.get(self.quote_of(symbol) or "", self.default_notional)
+
     def as_dict(self) -> dict:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+        return {f.name: (dict(v) if isinstance(v := getattr(self, f.name), Mapping) else v) for f in fields(self)}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -324,11 +387,37 @@ def _funding_sums(
     return (sums["__exit"] - sums["__entry"]).fill_null(0.0)
 
 
+def notional_expr(config: CostConfig, symbols: Iterable[str | None]) -> pl.Expr:
+    """``pl.col("symbol")`` mapped to its trade notional (``config.notional_for``), for the symbols given:
+    each distinct symbol is resolved once, the rows by ``replace_strict``."""
+    if isinstance(symbols, pl.Series):
+        symbols = symbols.cast(pl.String).unique().to_list()
+    mapping = {s: config.notional_for(s) for s in set(symbols) if s is not None}
+    return pl.col("symbol").cast(pl.String).replace_strict(
+        mapping, default=config.default_notional, return_dtype=pl.Float64
+    )
+
+
+def notionals_used(frame: pl.DataFrame | pl.LazyFrame) -> dict[str, list[float]]:
+    """The trade notionals a costed frame (``symbol``, ``notional``) used, per quote asset, for reports:
+    ``{"BTC": [0.5], "USDT": [10000.0]}`` (one value per quote unless the rows were costed under different
+    settings); symbols without a readable quote under ``"other"``. Empty when the frame has no
+    ``notional`` column (written before there was one) or no rows."""
+    names = frame.collect_schema().names()
+    if "notional" not in names or "symbol" not in names:
+        return {}
+    pairs = frame.lazy().select("symbol", "notional").unique().drop_nulls().collect(engine=ENGINE)
+    out: dict[str, set[float]] = {}
+    for symbol, value in pairs.iter_rows():
+        out.setdefault(quote_asset(symbol) or "other", set()).add(float(value))
+    return {quote: sorted(values) for quote, values in sorted(out.items())}
+
+
 def trade_costs(
     rows: pl.DataFrame | pl.LazyFrame,
     config: CostConfig = CostConfig(),
     *,
-    notional: float,
+    notional: float | None = None,
     holding_bars: int,
     timeframe_seconds: int,
     funding: pl.DataFrame | None = None,
@@ -340,11 +429,14 @@ def trade_costs(
     ``close``); ``position`` (default: ``sign(edge_bps)``), ``spread_bps``, and ``high, low`` (for
     the spread estimate, needed only where ``spread_bps`` is missing and no default is set) are
     optional. Returns the input columns (input order) plus ``COST_COLUMNS``.
+
+    ``notional``: one trade size for every row, overriding the config's per-quote sizes (None, the
+    default: ``config.notional_for(symbol)`` per row).
     """
     if not isinstance(config, CostConfig):
         raise ValueError(f"config must be a CostConfig, got {type(config).__name__}")
-    if not is_finite_number(notional) or notional <= 0:
-        raise ValueError(f"notional must be a finite number > 0, got {notional!r}")
+    if notional is not None and (not is_finite_number(notional) or notional <= 0):
+        raise ValueError(f"notional must be None or a finite number > 0, got {notional!r}")
     for name, value, low in (
         ("holding_bars", holding_bars, 1),
         ("timeframe_seconds", timeframe_seconds, 1),
@@ -364,6 +456,9 @@ def trade_costs(
         missing.append("quote_volume (or volume and close)")
     if missing:
         raise ValueError(f"trade_costs: rows lack column(s) {missing}")
+    clashing = [c for c in COST_COLUMNS if c in names]
+    if clashing:
+        raise ValueError(f"trade_costs: rows already have output column(s) {clashing}; drop them first")
     if "position" in names:
         position = pl.col("position").cast(pl.Float64)
         out_of_range = df.filter((position.abs() > 1) | position.is_nan()).height
@@ -409,13 +504,15 @@ def trade_costs(
     else:
         spread_half = pl.lit(None, pl.Float64)
     fee = 2.0 * config.fee_per_fill_bps
+    trade_notional = pl.lit(float(notional)) if notional is not None else notional_expr(config, work["symbol"])
+    work = work.with_columns(trade_notional.alias("notional"))
     result = (
         work.with_columns(
             pl.lit(fee, pl.Float64).alias("fee_bps"),
             (2 * pl.coalesce(spread_half, pl.col("__hs_fallback"))).alias("half_spread_bps"),
             pl.lit(2.0 * config.slippage_bps, pl.Float64).alias("slippage_bps"),
             pl.when(qv > 0)
-            .then(2 * config.impact_coefficient * (notional * size / qv).sqrt())
+            .then(2 * config.impact_coefficient * (pl.col("notional") * size / qv).sqrt())
             .otherwise(None)
             .alias("impact_bps"),
             (direction * pl.col("__fund") / BPS).alias("funding_bps"),

@@ -104,8 +104,26 @@ def count(value: Any) -> str:
 
 
 def money(value: Any) -> str:
+    """An amount of a currency: whole units from 100 up (``10,000``), else 3 significant digits (``0.5``
+    BTC must not read ``0``)."""
     v = _finite(value)
-    return "n/a" if v is None else f"{v:,.0f}"
+    if v is None:
+        return "n/a"
+    return f"{v:,.0f}" if abs(v) >= 100 else f"{v:.3g}"
+
+
+def trade_sizes(notional_by_quote: Any) -> str:
+    """``{"BTC": [0.5], "USDT": [10000.0]}`` (``clm.evaluation.costs.notionals_used``) as ``0.5 BTC,
+    10,000 USDT``; ``other`` (symbols without a readable quote) reads ``10,000 on other symbols``; n/a when
+    empty."""
+    if not isinstance(notional_by_quote, Mapping) or not notional_by_quote:
+        return "n/a"
+    parts = []
+    for quote, values in sorted(notional_by_quote.items(), key=lambda kv: (kv[0] == "other", kv[0])):
+        values = values if isinstance(values, list | tuple) else [values]
+        amount = " or ".join(money(v) for v in values)
+        parts.append(f"{amount} on other symbols" if quote == "other" else f"{amount} {quote}")
+    return ", ".join(parts)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -239,12 +257,14 @@ def trade_rationale(numbers: Mapping[str, Any]) -> str:
 def risk_assessment(numbers: Mapping[str, Any]) -> str:
     """Per engine: drawdown band, exposure and turnover, capacity, calibration, worst regime.
 
-    ``numbers``: ``notional`` (per trade), ``engines`` (name -> ``max_drawdown``, ``exposure``,
-    ``turnover``, ``capacity``, ``hit_rate``, ``profit_factor``, ``ece`` (classifiers),
-    ``worst_regime`` and ``worst_regime_net_bps`` (optional)).
+    ``numbers``: ``notional_by_quote`` (the simulated trade size per quote currency, ``trade_sizes``),
+    ``engines`` (name -> ``max_drawdown``, ``exposure``, ``turnover``, ``capacity`` (quote currency,
+    read only when ``capacity_multiple`` is missing), ``capacity_multiple`` (median over trades of the
+    bar's capacity over the trade's notional: currency-free), ``hit_rate``, ``profit_factor``, ``ece``
+    (classifiers), ``worst_regime`` and ``worst_regime_net_bps`` (optional)).
     """
     lines = []
-    notional = _finite(numbers.get("notional"))
+    sizes = trade_sizes(numbers.get("notional_by_quote"))
     for name, e in sorted((numbers.get("engines") or {}).items()):
         dd = _finite(e.get("max_drawdown"))
         if _finite(e.get("exposure")) == 0:
@@ -263,12 +283,14 @@ def risk_assessment(numbers: Mapping[str, Any]) -> str:
             f"in the market {pct(e.get('exposure'), 1)} of the time, turnover {num(e.get('turnover'), 3)} per bar",
             f"hit rate {pct(e.get('hit_rate'), 1)}, profit factor {num(e.get('profit_factor'))}",
         ]
-        capacity = _finite(e.get("capacity"))
-        if capacity is not None:
-            room = ""
-            if notional is not None:
-                room = " (room for the simulated size)" if capacity >= notional else " (BELOW the simulated size)"
-            parts.append(f"capacity about {money(capacity)} notional per trade at the participation limit{room}")
+        multiple, capacity = _finite(e.get("capacity_multiple")), _finite(e.get("capacity"))
+        if multiple is not None:
+            room = "room for the simulated size" if multiple >= 1 else "BELOW the simulated size"
+            parts.append(f"capacity at the participation limit about {num(multiple, 1)}x the simulated trade "
+                         f"({sizes}): {room}")
+        elif capacity is not None:
+            parts.append(f"capacity about {money(capacity)} notional per trade (quote currency) at the "
+                         "participation limit")
         ece = _finite(e.get("ece"))
         if ece is not None:
             quality = "poorly calibrated, do not read them as odds" if ece > ECE_POOR else "well calibrated"
@@ -542,5 +564,6 @@ __all__ = [
     "performance_summary",
     "risk_assessment",
     "trade_rationale",
+    "trade_sizes",
     "trade_verdict",
 ]

@@ -26,6 +26,7 @@ from typing import Any
 
 import polars as pl
 
+from clm.evaluation.costs import notionals_used
 from clm.evaluation.metrics import (
     BASELINES,
     baseline_positions,
@@ -203,7 +204,12 @@ def simulate(tables: RunTables) -> Simulation:
 
 def cost_report(costs: pl.DataFrame, engines: list[str], *, horizon: int) -> dict:
     """Per engine, over its taken signals (``position_taken != 0``): totals and per-trade means (bps of
-    notional) of the realised gross edge, each cost component and the realised net edge."""
+    notional) of the realised gross edge, each cost component and the realised net edge; the median
+    capacity at the participation limit in quote currency and as a multiple of the trade's notional
+    (``median_capacity_multiple``). ``notional_by_quote``: the trade size the costs were computed for,
+    per quote currency (``clm.evaluation.costs.notionals_used``; empty for tables written before the
+    ``notional`` column)."""
+    has_notional = "notional" in costs.columns
     report: dict[str, Any] = {
         "definition": (
             "A trade is one taken signal (position_taken != 0): entered one bar after the decision, held "
@@ -212,6 +218,7 @@ def cost_report(costs: pl.DataFrame, engines: list[str], *, horizon: int) -> dic
             "Totals are sums over trades, per_trade values their means, all in bps of the traded notional."
         ),
         "horizon_bars": horizon,
+        "notional_by_quote": notionals_used(costs),
         "engines": {},
     }
     for engine in engines:
@@ -238,6 +245,8 @@ def cost_report(costs: pl.DataFrame, engines: list[str], *, horizon: int) -> dic
             "per_trade": per_trade,
             "hit_rate": float((net > 0).mean()) if n else None,
             "median_capacity_notional": _median(taken["capacity_notional"]) if n else None,
+            "median_capacity_multiple": (_median(taken["capacity_notional"] / taken["notional"])
+                                         if n and has_notional else None),
         }
     return report
 

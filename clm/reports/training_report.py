@@ -20,7 +20,6 @@ and ``generated_at`` give byte-identical files.
 from __future__ import annotations
 
 import datetime as dt
-import inspect
 import io
 import math
 import re
@@ -46,6 +45,7 @@ from clm.reports.narrative import (
     count,
     num,
     pct,
+    trade_sizes,
 )
 from clm.reports.tables import (
     COST_COMPONENTS,
@@ -61,7 +61,6 @@ from clm.reports.tables import (
     regime_table,
     simulate,
 )
-from clm.training.evaluate import evaluate_engines
 
 RUN_ID = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 PLOT_FILES = {
@@ -72,8 +71,6 @@ PLOT_FILES = {
 METRICS_FILE = "metrics.json"
 COST_REPORT_FILE = "cost_report.json"
 DECISIONS_FILE = "decision_log_sample.csv"
-# the notional per trade the evaluation simulated (its cost model's impact depends on it)
-EVALUATION_NOTIONAL = float(inspect.signature(evaluate_engines).parameters["notional"].default)
 BASELINE_NAMES = {
     "baseline_flat": "flat",
     "baseline_buy_and_hold": "buy-and-hold",
@@ -157,7 +154,6 @@ def build_training_report(
     generated_at: dt.datetime | str | None = None,
     model_dirs: Mapping[str, str | Path] | None = None,
     narrator: Narrator | None = None,
-    notional: float = EVALUATION_NOTIONAL,
 ) -> TrainingReport:
     """Build and write the training-run report (module docstring); returns what was written.
 
@@ -204,7 +200,7 @@ def build_training_report(
         notes.append("the re-simulation differs from the evaluation table for " + ", ".join(mismatches))
 
     numbers = _narrative_numbers(tables, evaluation, simulation, costs, calib, regimes, consensus, window,
-                                 horizon=horizon, notional=notional)
+                                 horizon=horizon)
     narrative = narrator.narrate_all(numbers)
 
     pngs: dict[str, bytes] = {"equity_curve": plots.equity_curve_plot(simulation.curves)}
@@ -227,7 +223,7 @@ def build_training_report(
         "generated_at": stamp,
         "horizon_bars": horizon,
         "timeframe_seconds": timeframe,
-        "notional": notional,
+        "notional_by_quote": costs["notional_by_quote"],
         "engines": engines,
         "window": window,
         "feature_version": feature_version,
@@ -328,8 +324,8 @@ def _check_simulation(stats: dict, evaluation: dict) -> list[str]:
     return out
 
 
-def _narrative_numbers(tables, evaluation, simulation, costs, calib, regimes, consensus, window, *, horizon,
-                       notional) -> dict[str, dict]:
+def _narrative_numbers(tables, evaluation, simulation, costs, calib, regimes, consensus, window, *,
+                       horizon) -> dict[str, dict]:
     """The explicit numbers each narrative section is written from."""
     first = evaluation[tables.engines[0]]
     market = {
@@ -358,6 +354,7 @@ def _narrative_numbers(tables, evaluation, simulation, costs, calib, regimes, co
         risk[engine] = {
             "max_drawdown": row.get("model_max_drawdown"), "exposure": row.get("model_exposure"),
             "turnover": row.get("model_turnover"), "capacity": row.get("model_capacity"),
+            "capacity_multiple": cost.get("median_capacity_multiple"),
             "hit_rate": row.get("model_hit_rate"), "profit_factor": row.get("model_profit_factor"),
             "ece": calib.get(engine, {}).get("ece"),
             "worst_regime": worst["regime"] if worst else None,
@@ -377,7 +374,7 @@ def _narrative_numbers(tables, evaluation, simulation, costs, calib, regimes, co
     return clean({
         "market_narrative": market,
         "trade_rationale": {"horizon": horizon, "engines": trade, "consensus": cons},
-        "risk_assessment": {"notional": notional, "engines": risk},
+        "risk_assessment": {"notional_by_quote": costs["notional_by_quote"], "engines": risk},
         "performance_summary": {"engines": performance},
     })
 
@@ -531,7 +528,8 @@ def render_markdown(*, run_id, stamp, horizon, engines, window, feature_version,
     out += ["## Costs per taken signal (bps of notional)", ""]
     cost_rows = _cost_rows(engines, costs)
     out.append(markdown_table(cost_rows, list(cost_rows[0]) if cost_rows else ["engine"]))
-    out += ["", costs["definition"], ""]
+    out += ["", costs["definition"], f"Simulated trade size (notional of one trade, in the symbol's quote "
+            f"currency): {trade_sizes(costs['notional_by_quote'])}.", ""]
 
     out += ["## Fold audit", ""]
     if folds:
@@ -599,7 +597,6 @@ def render_markdown(*, run_id, stamp, horizon, engines, window, feature_version,
 
 
 __all__ = [
-    "EVALUATION_NOTIONAL",
     "PLOT_FILES",
     "TrainingReport",
     "build_training_report",

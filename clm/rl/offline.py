@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 from pydantic import Field
 
-from clm.evaluation.costs import CostConfig
+from clm.evaluation.costs import CostConfig, notionals_used
 from clm.features.expr import digest
 from clm.lake import Lake, fsync_write
 from clm.models.artifacts import ArtifactError, canonical_json, json_safe, verify_manifest, write_manifest
@@ -281,6 +281,7 @@ def run_offline(lake: Lake, registry: Registry, config: OfflineConfig | Mapping[
             "created_at": dt.datetime.now(dt.UTC).isoformat(), "code_version": code_version(), "config": effective,
             "data": {"signals_table": SIGNALS_TABLE, "signals": trades.signals, "candidates": len(trades),
                      "dropped": trades.dropped, "timeframe_seconds": trades.timeframe_seconds,
+                     "notional_by_quote": notionals_used(trades.frame),
                      "feature_version": feature_version,
                      "train": {"trades": int(trained.train_rows.size), "window": list(window)},
                      "held_out": {"trades": int(trained.held_rows.size),

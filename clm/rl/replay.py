@@ -19,7 +19,9 @@ take-profit conservative 1.0, balanced 2.0 (the triple-barrier label's), aggress
 the horizon, as the training's simulated strategy does.
 
 Costs: the project's cost model, ``clm.evaluation.costs.trade_costs``, evaluated once per candidate and
-direction at the notional of a 1x trade (``stake_notional``): fees, half spread, slippage and funding are
+direction at the notional of a 1x trade (the cost config's notional for the symbol's quote currency,
+``CostConfig.notional_by_quote``, unless ``stake_notional`` fixes one for every symbol; the ``notional``
+column of ``ReplayTrades.frame``): fees, half spread, slippage and funding are
 in bps of notional whatever the size; the impact term is the model's square-root law, so a trade ``f``
 times the 1x notional pays ``impact_1x * sqrt(f)`` (``ReplayTrades.cost_bps``; a test checks it against
 ``trade_costs`` called at that notional).
@@ -36,7 +38,7 @@ Every strategy trades, so every choice is rewarded by a closed trade; declining 
 part (the DQN's SKIP, or the safety clamp's ``max_positions``).
 
 Money. A 1x trade (size multiplier 1, leverage 1) puts ``base_position_pct`` % of equity (10 %) at
-notional ``stake_notional``; a decision trades ``f = size_multiplier x leverage x strategy size`` times
+that notional; a decision trades ``f = size_multiplier x leverage x strategy size`` times
 that, after the ``SafetyClamp`` of the active risk mode (the only way any policy, baselines included,
 gets a size). With the trade's net price return ``g = d x (exit / entry - 1) - cost_bps(f) x 1e-4`` (``d``
 = +1 long, -1 short): ``pnl_pct = 100 x f x g`` (% of the 1x stake, the ``trade.closed`` field, which is
@@ -149,7 +151,8 @@ class ReplayConfig(RLSection):
     horizon: int = Field(12, ge=1, le=10_000, description="bars a trade is held at most (the champion's horizon)")
     latency_bars: int = Field(1, ge=0, le=100, description="bars between the decision and the entry")
     base_position_pct: float = Field(10.0, gt=0, le=100, description="% of equity a 1x trade puts at notional")
-    stake_notional: float = Field(10_000.0, gt=0, description="notional of a 1x trade (quote currency), for impact")
+    stake_notional: float | None = Field(None, gt=0, description="notional of a 1x trade in every symbol's quote "
+                                         "currency, for impact; null: the cost config's per-quote notional")
     take_profit_atr: TakeProfitATR = TakeProfitATR()
     stop_loss_atr: StopLossATR = StopLossATR()
 
@@ -438,6 +441,7 @@ def build_trades(bars: pl.DataFrame, signals: pl.DataFrame, config: ReplayConfig
     frame = cand.select(
         "symbol", "timestamp", "signal", "score", "confidence", "agreement", "level", *REGIME_COLUMNS,
         pl.col("__atr").alias("atr_frac"), "trend_strength_signed", "momentum_score",
+        costs[1]["notional"],
     ).with_columns(
         pl.col("confidence").cast(pl.Float64).fill_null(0.0).clip(0.0, 1.0),
         pl.col("agreement").cast(pl.Float64).fill_null(0.0).clip(0.0, 1.0),

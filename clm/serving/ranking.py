@@ -25,9 +25,9 @@ Sharpe and accuracy, as the champion's primary) that the gate enables in the sym
 a regressor's predicted return, or a classifier's ``(2p - 1) * typical move`` (the median absolute
 forward return of its training rows, registry metric ``typical_abs_return``, else of its last
 out-of-sample fold). Costs are ``clm.evaluation.costs.trade_costs`` (fees, twice the half spread,
-slippage, square-root impact on ``notional``, funding when a funding frame is given) on the
-feature bar, the spread estimated from the bars before it; ``capacity`` is the notional the bar can
-absorb at ``max_participation`` of its quote volume.
+slippage, square-root impact of the trade's notional in the symbol's quote currency, funding when a
+funding frame is given) on the feature bar, the spread estimated from the bars before it; ``capacity``
+is the notional (quote currency) the bar can absorb at ``max_participation`` of its quote volume.
 """
 
 from __future__ import annotations
@@ -130,15 +130,16 @@ def assess(
     *,
     horizon: int = 12,
     cost_config: CostConfig | None = None,
-    notional: float = 10_000.0,
+    notional: float | None = None,
     max_age: dt.timedelta | None = None,
     funding: pl.DataFrame | None = None,
     latency_bars: int = 1,
     min_consensus: float = 0.0,
 ) -> Assessment:
     """Both tables from one reading of the lake (module doc). ``max_age``: how far a symbol's latest
-    warm feature row may lag the newest bar of the universe (default two bars); ``notional``: the
-    trade size the impact and capacity are computed for; ``funding``: perpetual funding rates
+    warm feature row may lag the newest bar of the universe (default two bars); ``notional``: one
+    trade size for every symbol, for the impact (default: ``cost_config``'s notional for the symbol's
+    quote currency, ``CostConfig.notional_by_quote``); ``funding``: perpetual funding rates
     (``clm.evaluation.costs.read_funding_rates``); ``latency_bars``: bars between decision and entry."""
     lake = lake if lake is not None else Lake.from_env()
     cfg = cost_config if cost_config is not None else CostConfig()

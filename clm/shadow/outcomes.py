@@ -152,7 +152,7 @@ def close_signals(
     *,
     horizon: int,
     cost_config: CostConfig = CostConfig(),
-    notional: float = 10_000.0,
+    notional: float | None = None,
     timeframe_seconds: int | None = None,
     latency_bars: int = 1,
     funding: pl.DataFrame | None = None,
@@ -165,6 +165,7 @@ def close_signals(
     (``forward_return_<h>``, ``label_end_<h>``). A label counts as closed when its return is known and
     ``label_end_<h>`` (the exit bar) is at or before ``as_of`` (default: the newest candle). Adds
     ``CLOSED_SIGNALS_EXTRA``: ``closed_at`` is the exit bar's close (``label_end + timeframe``).
+    ``notional``: one trade size for every symbol (default: ``cost_config``'s per-quote notional).
     """
     ret, end = f"forward_return_{horizon}", f"label_end_{horizon}"
     missing = [c for c in ("symbol", "timestamp", "signal", "edge_bps") if c not in predictions.columns]
@@ -248,7 +249,7 @@ def close_outcomes(
     *,
     horizon: int | None = None,
     cost_config: CostConfig = CostConfig(),
-    notional: float = 10_000.0,
+    notional: float | None = None,
     timeframe_seconds: int | None = None,
     latency_bars: int = 1,
     funding: pl.DataFrame | None = None,

@@ -65,7 +65,8 @@ def _with_positions(predictions: pl.DataFrame, candles: pl.DataFrame) -> pl.Data
 
 
 def _positions_after_costs(predictions: pl.DataFrame, candles: pl.DataFrame, *, cost_config: CostConfig,
-                           notional: float, horizon: int, timeframe_seconds: int, funding: pl.DataFrame | None
+                           notional: float | None, horizon: int, timeframe_seconds: int,
+                           funding: pl.DataFrame | None
                            ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """The rows with their bars, ``position`` and one-way ``cost_bps``, and the costed rows.
 
@@ -94,11 +95,15 @@ def evaluate_engines(
     timeframe_seconds: int,
     horizon: int,
     cost_config: CostConfig = CostConfig(),
-    notional: float = 10_000.0,
+    notional: float | None = None,
     funding: pl.DataFrame | None = None,
     previous: pl.DataFrame | None = None,
 ) -> Evaluation:
     """Metrics per engine (and per fold, symbol and regime) with costs, beside the baselines.
+
+    Each trade is ``cost_config``'s notional for its symbol's quote currency
+    (``CostConfig.notional_by_quote``) unless ``notional`` fixes one size for every row; the ``costs``
+    table records it per row (column ``notional``).
 
     ``previous``: each engine's previous model's ``signal`` and ``expected_edge_bps`` on the rows (``engine,
     symbol, timestamp``) that are out of sample for it (``clm.training.previous.previous_predictions``):

@@ -18,6 +18,7 @@ import polars as pl
 
 from clm.data.ingest import CANDLES
 from clm.evaluation.consensus import ConsensusConfig, consensus, decision_log
+from clm.evaluation.costs import CostConfig
 from clm.evaluation.gate import GateConfig, RegimeGate, learn_gate
 from clm.features.build import infer_timeframe_seconds
 from clm.features.expr import digest
@@ -154,14 +155,15 @@ def attach_evaluation(registry: Registry, lake: Lake, evaluation: Evaluation, *,
 
 
 def evaluate_stored(lake: Lake, *, horizon: int, engines: list[str] | None = None,
-                    registry: Registry | None = None) -> Evaluation:
+                    registry: Registry | None = None, cost_config: CostConfig | None = None) -> Evaluation:
     """Score every engine's stored out-of-sample predictions; write the evaluation and costs tables.
 
     With ``registry``, each engine's previous model (the champion its model was registered against,
     ``clm.training.previous``) is scored too, on the rows out of sample for it: ``previous_model_*``
     columns in both tables (``previous_model_rows`` rows each) and the ``evaluation_previous_model``
     table (per engine: the two models on exactly those rows, or a note saying why there is nothing to
-    compare)."""
+    compare). ``cost_config``: the cost model (default ``CostConfig()``; its ``notional_by_quote`` sizes
+    the trades)."""
     predictions = lake.read(OOS_PREDICTIONS)
     if engines is not None:
         predictions = predictions.filter(pl.col("engine").is_in(engines))
@@ -174,6 +176,7 @@ def evaluate_stored(lake: Lake, *, horizon: int, engines: list[str] | None = Non
     if registry is not None:
         previous = previous_predictions(lake, registry, predictions, horizon=horizon, timeframe_seconds=tf)
     evaluation = evaluate_engines(predictions, candles, timeframe_seconds=tf, horizon=horizon,
+                                  cost_config=cost_config if cost_config is not None else CostConfig(),
                                   previous=previous.predictions if previous is not None else None)
     if previous is not None:
         evaluation.overall = evaluation.overall.join(previous.models.select("engine", "previous_model_id"),

@@ -96,17 +96,28 @@ def test_market_volatility_and_stress():
 
 
 def test_risk_bands_capacity_and_calibration():
-    text = risk_assessment({"notional": 10_000, "engines": {
-        "a": {"max_drawdown": narrative.DRAWDOWN_HIGH, "exposure": 0.5, "capacity": 5_000, "ece": 0.08},
-        "b": {"max_drawdown": narrative.DRAWDOWN_ELEVATED, "exposure": 0.5, "capacity": 50_000, "ece": 0.01,
-              "worst_regime": "panic", "worst_regime_net_bps": -12.0},
+    text = risk_assessment({"notional_by_quote": {"BTC": [0.5], "USDT": [10_000.0], "other": [10_000.0]}, "engines": {
+        "a": {"max_drawdown": narrative.DRAWDOWN_HIGH, "exposure": 0.5, "capacity_multiple": 0.5, "ece": 0.08},
+        "b": {"max_drawdown": narrative.DRAWDOWN_ELEVATED, "exposure": 0.5, "capacity_multiple": 5.0, "ece": 0.01,
+              "capacity": 50_000, "worst_regime": "panic", "worst_regime_net_bps": -12.0},
         "c": {"max_drawdown": 0.02, "exposure": 0.0},
+        "d": {"max_drawdown": 0.02, "exposure": 0.1, "capacity": 0.7},  # a costs table without notionals
     }})
-    a, b, c = text.splitlines()
+    a, b, c, d = text.splitlines()
     assert "HIGH drawdown risk" in a and "BELOW the simulated size" in a and "poorly calibrated" in a
+    assert "0.5x the simulated trade (0.5 BTC, 10,000 USDT, 10,000 on other symbols)" in a
     assert "elevated drawdown risk" in b and "room for the simulated size" in b and "well calibrated" in b
+    assert "5.0x the simulated trade" in b and "50,000" not in b  # the multiple, not a mix of currencies
     assert "weakest in the panic regime (-12.00 bps" in b
     assert "never held a position" in c
+    assert "capacity about 0.7 notional per trade (quote currency)" in d and "simulated size" not in d
+
+
+def test_trade_sizes_read_per_quote_currency():
+    assert narrative.trade_sizes({"USDT": [10_000.0], "BTC": [0.5], "other": [10_000.0]}) == (
+        "0.5 BTC, 10,000 USDT, 10,000 on other symbols")
+    assert narrative.trade_sizes({"ETH": [2.0, 5.0]}) == "2 or 5 ETH"
+    assert narrative.trade_sizes({}) == "n/a" and narrative.trade_sizes(None) == "n/a"
 
 
 def test_performance_summary_reads_coin_flips_and_baselines():

@@ -97,6 +97,10 @@ def test_cost_report_matches_the_costs_table(lake, report):
     stored = json.loads(report.cost_report_path.read_text())
     assert stored == report.cost_report and stored["horizon_bars"] == 12
     assert sorted(stored["engines"]) == list(ENGINES)
+    # the trade size the evaluation costed, per quote currency (synthetic SYN000USD: USD), in every output
+    assert costs["notional"].unique().to_list() == [10_000.0]
+    assert stored["notional_by_quote"] == {"USD": [10_000.0]} == report.metrics["notional_by_quote"]
+    assert "currency): 10,000 USD." in report.markdown
     for engine in ENGINES:
         taken = costs.filter((pl.col("engine") == engine) & (pl.col("position_taken") != 0))
         mine = stored["engines"][engine]
@@ -108,6 +112,8 @@ def test_cost_report_matches_the_costs_table(lake, report):
         assert mine["net_edge_bps"] == pytest.approx(taken["realised_net_edge_bps"].sum(), abs=1e-6)
         assert mine["net_edge_bps"] == pytest.approx(mine["gross_edge_bps"] - mine["total_cost_bps"], abs=1e-6)
         if taken.height:
+            assert mine["median_capacity_multiple"] == pytest.approx(
+                (taken["capacity_notional"] / taken["notional"]).median())
             assert mine["per_trade_net_edge_bps"] == pytest.approx(taken["realised_net_edge_bps"].mean())
             assert f"{mine['per_trade_net_edge_bps']:.2f}" in report.markdown
         else:

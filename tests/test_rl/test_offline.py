@@ -56,6 +56,7 @@ def test_run_writes_the_report_registers_both_policies_and_starts_them_online(la
                    "mean_meta_reward", "mean_sizing_reward"):
         assert metric in evaluation["policies"]["agent"]
     data = report["data"]
+    assert data["notional_by_quote"] == {"USD": [10_000.0]}  # the synthetic SYN000USD...: the USD notional
     assert data["train"]["trades"] + data["held_out"]["trades"] <= data["candidates"]
     assert data["train"]["window"][1] <= data["held_out"]["window"][0]
 

@@ -103,14 +103,18 @@ def test_costs_are_the_cost_models_at_the_trades_notional():
     bars = handmade(PATHS, quote_volume=2e6)  # thin enough for impact to matter
     trades = build_trades(bars, one_signal_each(PATHS), SHORT)
     tp = index(trades, "TPA")
+    assert trades.frame["notional"].unique().to_list() == [CostConfig().default_notional]  # no quote in "TPA"
     row = bars.filter((pl.col("symbol") == "TPA") & (pl.col("timestamp") == START))
     for direction in (1, -1):
         for stake in (0.3, 1.0, 4.5):
             direct = trade_costs(row.with_columns(pl.lit(float(direction)).alias("position"),
                                                   pl.lit(0.0).alias("edge_bps")), CostConfig(),
-                                 notional=trades.config.stake_notional * stake, holding_bars=4, timeframe_seconds=300,
+                                 notional=trades.frame["notional"][tp] * stake, holding_bars=4, timeframe_seconds=300,
                                  latency_bars=1)["total_cost_bps"][0]
             assert trades.cost_bps(tp, direction, stake) == pytest.approx(direct, rel=1e-12)
+    fixed = build_trades(bars, one_signal_each(PATHS), {**SHORT, "stake_notional": 40_000.0})
+    assert fixed.frame["notional"].unique().to_list() == [40_000.0]
+    assert fixed.impact_bps[index(fixed, "TPA")] == pytest.approx(2 * trades.impact_bps[tp])  # sqrt(4)
     # the fixed-size baseline's trade: held to the horizon, net of exactly that cost
     result = play(trades, np.array([tp]), FixedSizePolicy(CLAMP), risk_mode=RISK)
     (event,) = result.events

@@ -27,6 +27,7 @@ from clm.training import TrainingConfig
 from clm.training.evaluate import evaluate_engines
 from clm.training.previous import previous_model, previous_predictions, trained_until
 from clm.training.store import (
+    COSTS,
     EVALUATION,
     EVALUATION_DETAIL,
     EVALUATION_PREVIOUS_MODEL,
@@ -241,8 +242,8 @@ def test_the_evaluation_asset_compares_challengers_with_their_champions(tmp_path
     resource = LakeResource(root=str(lake.root))
     instance = dg.DagsterInstance.ephemeral()
 
-    def materialize(options: dict):
-        config = {"n_folds": 3, "engine_options": json.dumps(options)}
+    def materialize(options: dict, **costs):
+        config = {"n_folds": 3, "engine_options": json.dumps(options), **costs}
         result = dg.materialize([*model_assets, evaluation], instance=instance,
                                 resources={"lake": resource, "registry": RegistryResource(lake=resource)},
                                 run_config={"ops": {name: {"config": config} for name in
@@ -251,13 +252,16 @@ def test_the_evaluation_asset_compares_challengers_with_their_champions(tmp_path
         (event,) = result.asset_materializations_for_node("evaluation")
         return event.metadata
 
-    first = materialize(FAST)
+    first = materialize(FAST, notional_by_quote='{"usd": 2500}')  # the synthetic SYN000USD... are USD-quoted
+    assert first["notional_by_quote"].value == {"USD": [2500.0]}
+    assert lake.read(COSTS)["notional"].unique().to_list() == [2500.0]
     table = first["previous_model"].value
     assert table.startswith("| engine | model_id | previous_model_id | rows_compared |")
     assert table.count("no previous model") == 2 and first["previous_model_rows"].value == {CLF: 0, REG: 0}
     assert lake.read(EVALUATION)["previous_model_id"].is_null().all()
 
     second = materialize({**FAST, "num_leaves": 4})
+    assert lake.read(COSTS)["notional"].unique().to_list() == [10_000.0]  # the default USD notional again
     registry = open_registry(lake)
     champions = {r.model_type: r.model_id for r in registry.list_models(status=Status.ACTIVE)}
     shadows = {r.model_type: r.model_id for r in registry.list_models(status=Status.SHADOW)}
@@ -276,3 +280,19 @@ def test_the_evaluation_asset_compares_challengers_with_their_champions(tmp_path
         assert row["compared_from"] >= trained_until(registry.get(row["previous_model_id"]))
     assert overall["previous_model_sharpe"].is_not_null().all() and overall["previous_model_dsr"].is_not_null().all()
     assert "previous_model_sharpe" in lake.read(EVALUATION_DETAIL).columns
+
+
+def test_a_bad_notional_in_the_run_config_fails_the_evaluation_naming_it(tmp_path):
+    import dagster as dg
+
+    from assets.training import evaluation
+    from resources import LakeResource, RegistryResource
+
+    resource = LakeResource(root=str(tmp_path / "lake"))
+    result = dg.materialize([evaluation], resources={"lake": resource, "registry": RegistryResource(lake=resource)},
+                            run_config={"ops": {"evaluation": {"config": {"notional_by_quote": '{"BTC": 0}'}}}},
+                            raise_on_error=False)
+    assert not result.success
+    (failure,) = [e for e in result.all_events if e.is_step_failure]
+    message = failure.step_failure_data.error.message
+    assert "invalid training config" in message and "notional_by_quote['BTC'] must be a finite number > 0" in message
