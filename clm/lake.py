@@ -13,6 +13,7 @@ import datetime as dt
 import json
 import os
 import re
+import shutil
 import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -82,6 +83,18 @@ def fsync_write(path: Path, data: bytes, *, exclusive: bool = False) -> None:
     finally:
         Path(tmp).unlink(missing_ok=True)
 
+
+
+def swap_dir_into_place(staging: Path, target: Path) -> None:
+    """Rename a finished folder over ``target``: an older folder there is moved aside first and removed after,
+    so a reader sees the old folder or the new one, never a mix."""
+    if target.exists():
+        aside = target.with_name(f".{target.name}.old-{os.getpid()}-{os.urandom(4).hex()}")
+        os.replace(target, aside)
+        os.replace(staging, target)
+        shutil.rmtree(aside, ignore_errors=True)
+    else:
+        os.replace(staging, target)
 
 def write_parquet_atomic(df: pl.DataFrame, path: Path) -> int:
     """Write one Parquet file atomically; returns its size in bytes.

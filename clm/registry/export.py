@@ -21,7 +21,7 @@ from typing import Any
 
 import polars as pl
 
-from clm.lake import Lake
+from clm.lake import Lake, swap_dir_into_place
 from clm.models.artifacts import canonical_json, json_safe, sha256_file, verify_manifest
 from clm.registry.base import GATE_MODEL_TYPE, POOLED, ModelKey, ModelRecord, Registry, Status
 
@@ -133,7 +133,7 @@ def export_model(lake: Lake, registry: Registry, record: ModelRecord, *, dry_run
             if p.is_file():
                 with open(p, "rb") as fh:
                     os.fsync(fh.fileno())
-        _swap_into_place(staging, target)
+        swap_dir_into_place(staging, target)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -143,16 +143,6 @@ def export_model(lake: Lake, registry: Registry, record: ModelRecord, *, dry_run
 def _artefact_digests(source: Path) -> dict[str, str]:
     return {p.relative_to(source).as_posix(): sha256_file(p) for p in sorted(source.rglob("*")) if p.is_file()}
 
-
-def _swap_into_place(staging: Path, target: Path) -> None:
-    """Rename the finished folder over the target; an older export of the same version is replaced."""
-    if target.exists():
-        old = target.with_name(f".{target.name}.old-{os.getpid()}")
-        os.replace(target, old)
-        os.replace(staging, target)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(staging, target)
 
 
 def read_export_manifest(directory: Path) -> dict[str, Any]:

@@ -24,7 +24,6 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
-import os
 import shutil
 import uuid
 from collections.abc import Callable, Mapping
@@ -37,7 +36,7 @@ from pydantic import Field
 
 from clm.evaluation.costs import CostConfig, notionals_used
 from clm.features.expr import digest
-from clm.lake import Lake, fsync_write
+from clm.lake import Lake, fsync_write, swap_dir_into_place
 from clm.models.artifacts import ArtifactError, canonical_json, json_safe, verify_manifest, write_manifest
 from clm.policy import Policy
 from clm.registry.base import (
@@ -199,13 +198,7 @@ def commit_run(staged: Path, final: Path, report: Mapping[str, Any], plot: bytes
         fsync_write(staged / PLOT_FILE, plot)
         if staged == final:
             return final
-        if final.exists():
-            aside = final.with_name(f".{final.name}.old-{uuid.uuid4().hex[:8]}")
-            os.rename(final, aside)
-            os.rename(staged, final)
-            shutil.rmtree(aside, ignore_errors=True)
-        else:
-            os.rename(staged, final)
+        swap_dir_into_place(staged, final)
     except BaseException:
         discard(staged, final)
         raise
