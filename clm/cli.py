@@ -149,6 +149,12 @@ def _registry_lines(lake: Lake) -> list[str]:
     return lines
 
 
+def _verdict_part(report: dict, baseline: str) -> str:
+    """The clause of the offline run's verdict about one baseline ('beats fixed-size by ... (95% CI ..., significant)')."""
+    text = report["evaluation"]["verdict"].split(": ", 1)[-1]
+    return next((part for part in text.split("; ") if f" {baseline} by" in part), "")
+
+
 def _policy_lines(lake: Lake) -> list[str]:
     """The newest offline RL training run: its held-out replay against the baselines (clm.rl.offline)."""
     reports = sorted(lake.policies_dir.glob("offline-*/training_report.json"), key=lambda p: p.stat().st_mtime)
@@ -158,7 +164,7 @@ def _policy_lines(lake: Lake) -> list[str]:
         report = json.loads(reports[-1].read_text())
         policies = report["evaluation"]["policies"]
         held = report["data"]["held_out"]["trades"]
-        verdict = report["evaluation"]["verdict"].split(":")[0]
+        verdict = report["evaluation"]["verdict"].split(":")[0].removeprefix("the agent ")
     except (OSError, ValueError, KeyError, TypeError) as exc:
         return [f"  RL policies:        {reports[-1]} cannot be read: {exc}"]
 
@@ -166,8 +172,17 @@ def _policy_lines(lake: Lake) -> list[str]:
         value = (policies.get(name) or {}).get("total_net_return")
         return "n/a" if value is None else f"{value:+.2%}"
 
+    agent_net = (policies.get("agent") or {}).get("total_net_return")
+    if agent_net is not None and agent_net < 0:
+        verdict += ", and it lost money"  # beating losing baselines is no profit
+    clauses = {name: _verdict_part(report, name) for name in ("fixed-size", "random")}
+    significance = "; ".join(
+        f"vs {name}: {'not significant' if 'not significant' in part else 'significant'}"
+        for name, part in clauses.items() if part
+    )
     return [f"  RL policies:        newest offline run, held-out replay of {held:,} candidate trades net of costs: "
-            f"agent {net('agent')}, fixed-size {net('fixed_size')}, random {net('random')}: {verdict}",
+            f"agent {net('agent')}, fixed-size {net('fixed_size')}, random {net('random')}: the agent {verdict}"
+            + (f" ({significance})" if significance else ""),
             f"    report: {reports[-1]} (clm policies list)"]
 
 
