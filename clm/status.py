@@ -184,6 +184,8 @@ class StatusReport:
     job_counts: dict[str, dict[str, int]]  # job_type -> latest status -> jobs
     jobs_last_24h: dict[str, int] = field(default_factory=dict)  # status -> jobs that last moved in the last 24 h
     running: list[JobLine] = field(default_factory=list)  # jobs REQUESTED or STARTED
+    # SHADOW models that no shadow test judges (RL policies): they wait for `clm policies promote`
+    waiting_policies: list[ModelLine] = field(default_factory=list)
 
     @property
     def retrain_overdue(self) -> bool:
@@ -346,7 +348,9 @@ def build_status(lake: Lake, registry: Registry | None = None, policy: Policy | 
         health[str(row["model_id"])] = row
     forecasters = [r for r in records if is_forecaster(r.model_type)]
     active = sorted((r for r in records if r.status == Status.ACTIVE), key=lambda r: (str(r.key), r.model_id))
-    shadow = sorted((r for r in records if r.status == Status.SHADOW), key=lambda r: (str(r.key), r.model_id))
+    shadow = sorted((r for r in forecasters if r.status == Status.SHADOW), key=lambda r: (str(r.key), r.model_id))
+    waiting = sorted((r for r in records if r.status == Status.SHADOW and not is_forecaster(r.model_type)),
+                     key=lambda r: (str(r.key), r.model_id))
     champions: dict[ModelKey, str] = {r.key: r.model_id for r in active}
     closed = closed_pairs(tables["shadow_test_results"])
     decisions = _last_decisions(history)
@@ -394,6 +398,7 @@ def build_status(lake: Lake, registry: Registry | None = None, policy: Policy | 
         active=[_model_line(r, health.get(r.model_id)) for r in active],
         shadow=[_model_line(r, health.get(r.model_id)) for r in shadow],
         shadow_progress=progress, shadow_min_samples=min_samples,
+        waiting_policies=[_model_line(r, health.get(r.model_id)) for r in waiting],
         last_retrain=retrains[0] if retrains else None,
         last_full_retrain=last_full, last_full_retrain_source=source,
         next_retrain=None if base is None else base + dt.timedelta(days=policy.schedule_interval_days),
@@ -463,6 +468,11 @@ def status_text(report: StatusReport) -> str:
                      f"{p.min_samples:,} ({p.fraction:.0%}) {against}{decision}")
     if not report.shadow:
         lines.append("    none")
+    if report.waiting_policies:
+        lines.append(f"  policies waiting for a promotion by hand ({len(report.waiting_policies)}; "
+                     "clm policies list | promote):")
+        for m in report.waiting_policies:
+            lines.append(f"    {m.key:<36}{m.model_id:<44} version {m.version[:12]}  since {m.created_at:%Y-%m-%d %H:%M}")
     source = f" (from {report.last_full_retrain_source})" if report.last_full_retrain_source else ""
     lines.append(f"  last full retrain:  {_ago(report.last_full_retrain, now)}{source}")
     if report.last_retrain is not None:

@@ -252,3 +252,17 @@ def test_cli_status_and_halt(state, capsys):
     assert halt_reason(lake) == "manual: exchange outage"  # what serving refuses to trade on
     assert json.loads(lake.halt_path.read_text())["source"] == "cli"
     assert main(["halt", "--clear", "--reason", "x"]) == 2
+
+
+def test_shadow_rl_policies_wait_for_a_promotion_instead_of_a_shadow_test(lake_root):
+    lake = Lake(lake_root)
+    reg = open_registry(lake)
+    reg.register(make_model(lake.root, 1, model_type="rl_sizing"), actor="test")
+    challenger = reg.register(make_model(lake.root, 2, model_type="rl_sizing"), actor="test")
+    report = build_status(lake, policy=Policy())
+    assert challenger.status == "SHADOW"
+    assert report.shadow == report.shadow_progress == []  # no shadow test judges a policy
+    assert [m.model_id for m in report.waiting_policies] == [challenger.model_id]
+    text = status_text(report)
+    assert "policies waiting for a promotion by hand (1" in text and challenger.model_id in text
+    assert "progress 0/" not in text
