@@ -55,7 +55,7 @@ def _features_since(lake, since: dt.datetime) -> pl.DataFrame:
                 "(lake table shadow_predictions); outcomes close when the label horizon does (registry table "
                 "shadow_test_results); a paired block-bootstrap test net of costs recommends PROMOTE, REJECT or "
                 "CONTINUE_TESTING, recorded with its evidence (promoted or rejected only when the policy's "
-                "auto_promote is on).",
+                "auto_promote is on). Costs: the policy's `costs`, as in the evaluation.",
 )
 def shadow_test(context: dg.AssetExecutionContext, config: MonitoringConfig, lake: LakeResource,
                 registry: RegistryResource) -> dg.MaterializeResult:
@@ -72,6 +72,7 @@ def shadow_test(context: dg.AssetExecutionContext, config: MonitoringConfig, lak
     )
 
     policy, store, reg = _policy(), lake.lake, registry.registry
+    costs = policy.cost_config()  # policy.yaml `costs`, as the evaluation uses
     sets = load_shadow_sets(store, reg, horizon=config.horizon)
     if not sets:
         context.log.info("no SHADOW challengers: nothing to test")
@@ -86,7 +87,7 @@ def shadow_test(context: dg.AssetExecutionContext, config: MonitoringConfig, lak
         opened += predicted.height
         already = read_results(reg, champion_id=shadow.champion.model_id)
         closed = close_outcomes(read_open_predictions(store, since=since.date()), labels, candles,
-                                horizon=config.horizon, already_closed=already)
+                                horizon=config.horizon, cost_config=costs, already_closed=already)
         closed_now += append_results(reg, closed)
         context.log.info(f"{shadow.champion.record.key}: {predicted.height:,} bars predicted since {since:%Y-%m-%d %H:%M}, "
                          f"{closed.height:,} outcomes closed, challengers "
@@ -107,6 +108,7 @@ def shadow_test(context: dg.AssetExecutionContext, config: MonitoringConfig, lak
         "outcomes_closed": closed_now,
         "auto_promote": policy.auto_promote,
         "decisions": dg.MetadataValue.md(markdown_table(rows, columns)),
+        "cost_config": dg.MetadataValue.json(costs.as_dict()),
     })
 
 
@@ -126,6 +128,7 @@ def model_supervisor(context: dg.AssetExecutionContext, config: MonitoringConfig
     from clm.supervision import check_model, log_health
 
     policy, store, reg = _policy(), lake.lake, registry.registry
+    costs = policy.cost_config()  # policy.yaml `costs`, as the evaluation uses
     active = active_forecasters(reg, horizon=config.horizon)
     labels, candles = store.scan(LABELS), store.scan(CANDLES)
     rows, signals = [], []
@@ -137,7 +140,7 @@ def model_supervisor(context: dg.AssetExecutionContext, config: MonitoringConfig
             context.log.info(f"{record.model_id}: no bars after its training window ({since:%Y-%m-%d %H:%M}) yet")
             continue
         model = load_model(store, reg, record.model_id)
-        report = check_model(model, features, labels, candles, policy, since=since)
+        report = check_model(model, features, labels, candles, policy, cost_config=costs, since=since)
         log_id, path = log_health(reg, store, report)
         if path is not None:
             signals.append(str(path))

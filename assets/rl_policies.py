@@ -36,9 +36,9 @@ class RLPolicyConfig(dg.Config):
     pool="duckdb_writer",  # registers the policies in the registry (one DuckDB writer)
     backfill_policy=dg.BackfillPolicy.single_run(),  # a partition-range CLI run may select it
     description="Trains the RL meta-strategy agent and sizer offline on a replay of the champion's signals (the "
-                "consensus decisions on historical bars, costs included), evaluates them on a held-out period "
-                "against fixed-size and random baselines, writes models/policies/<run_id>/ (training_report.json, "
-                "agents, plot) and registers both policies (rl_meta_strategy, rl_sizing).",
+                "consensus decisions on historical bars, net of the policy's `costs`), evaluates them on a held-out "
+                "period against fixed-size and random baselines, writes models/policies/<run_id>/ "
+                "(training_report.json, agents, plot) and registers both policies (rl_meta_strategy, rl_sizing).",
 )
 def rl_policies(context: dg.AssetExecutionContext, config: RLPolicyConfig, lake: LakeResource,
                 registry: RegistryResource) -> dg.MaterializeResult:
@@ -54,6 +54,7 @@ def rl_policies(context: dg.AssetExecutionContext, config: RLPolicyConfig, lake:
         raise dg.Failure(str(exc)) from exc
     try:
         result = run_offline(lake.lake, registry.registry, offline, policy=policy,
+                             cost_config=policy.cost_config(),  # policy.yaml `costs`, as the evaluation uses
                              actor=f"dagster run {context.run.run_id}", run_label=context.run.run_id,
                              log=context.log.info)
     except RLConfigError as exc:
@@ -71,6 +72,7 @@ def rl_policies(context: dg.AssetExecutionContext, config: RLPolicyConfig, lake:
         "train_trades": dg.MetadataValue.int(int(result.trained.train_rows.size)),
         "held_out_trades": dg.MetadataValue.int(int(result.trained.held_rows.size)),
         "dropped_signals": dg.MetadataValue.json(result.trades.dropped),
+        "cost_config": dg.MetadataValue.json(result.report["config"]["cost_config"]),
         "run_id": result.run_id,
         "model_ids": dg.MetadataValue.json({r.model_id: str(r.status) for r in result.records}),
         "online_versions": dg.MetadataValue.json({v.agent: v.version for v in result.activated}),

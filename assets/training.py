@@ -8,7 +8,7 @@ import dagster as dg
 import polars as pl
 from pydantic import Field
 
-from clm.evaluation.costs import DEFAULT_NOTIONAL, DEFAULT_NOTIONAL_BY_QUOTE, CostConfig, notionals_used
+from clm.evaluation.costs import notionals_used
 from clm.evaluation.gate import gate_table
 from clm.evaluation.splits import SplitConfig
 from clm.features.store import FEATURES
@@ -59,12 +59,6 @@ class TrainingAssetConfig(dg.Config):
     embargo_bars: int = Field(12, description="bars between a training label's end and the next window")
     pooled: bool = Field(True, description="one model across the universe (true) or one per symbol (false)")
     engine_options: str = Field("{}", description="JSON object of engine options, e.g. {\"num_leaves\": 31}")
-    notional_by_quote: str = Field(
-        "{}", description="evaluation costs: JSON object quote asset -> notional of one trade in that currency "
-        "(the impact term compares it with the bar's quote volume), over the defaults "
-        f"{json.dumps(DEFAULT_NOTIONAL_BY_QUOTE)}, e.g. {{\"BTC\": 0.25}}")
-    default_notional: float = Field(DEFAULT_NOTIONAL, description="evaluation costs: notional of one trade for "
-                                    "quotes not in notional_by_quote (and symbols whose quote is unreadable)")
 
     def configs(self) -> tuple[TrainingConfig, dict]:
         try:
@@ -74,17 +68,6 @@ class TrainingAssetConfig(dg.Config):
             split = SplitConfig(method=self.split_method, n_folds=self.n_folds, embargo_bars=self.embargo_bars)
             return TrainingConfig(horizon=self.horizon, split=split, pooled=self.pooled), options
         except ValueError as exc:
-            raise dg.Failure(f"invalid training config: {exc}") from exc
-
-    def cost_config(self) -> CostConfig:
-        """The evaluation's cost model: the defaults with this run's trade notionals."""
-        try:
-            notionals = json.loads(self.notional_by_quote)
-            if not isinstance(notionals, dict):
-                raise ValueError("notional_by_quote must be a JSON object of quote asset -> notional")
-            merged = {**DEFAULT_NOTIONAL_BY_QUOTE, **{str(k).strip().upper(): v for k, v in notionals.items()}}
-            return CostConfig(notional_by_quote=merged, default_notional=self.default_notional)
-        except ValueError as exc:  # json.JSONDecodeError is one
             raise dg.Failure(f"invalid training config: {exc}") from exc
 
 
@@ -149,8 +132,8 @@ model_assets = [_model_asset(engine) for engine in ENGINES]
     kinds={"polars", "parquet"},
     pool="duckdb_writer",
     backfill_policy=dg.BackfillPolicy.single_run(),
-    description="Every engine's out-of-sample metrics net of costs beside flat, buy-and-hold and momentum "
-                "baselines on the same rows, and beside the previous model (the champion a challenger was "
+    description="Every engine's out-of-sample metrics net of costs (policy.yaml `costs`) beside flat, buy-and-hold "
+                "and momentum baselines on the same rows, and beside the previous model (the champion a challenger was "
                 "registered against) on the rows out of sample for it too (tables evaluation, evaluation_detail, "
                 "evaluation_previous_model, costs); the metrics go into the registry records of the models "
                 "that made the predictions.",
@@ -158,7 +141,10 @@ model_assets = [_model_asset(engine) for engine in ENGINES]
 def evaluation(context: dg.AssetExecutionContext, config: TrainingAssetConfig, lake: LakeResource,
                registry: RegistryResource):
     training, _ = config.configs()
-    costs = config.cost_config()
+    try:
+        costs = load_policy().cost_config()  # policy.yaml `costs`: the assumptions every run shares
+    except PolicyError as exc:
+        raise dg.Failure(str(exc)) from exc
     result = evaluate_stored(lake.lake, horizon=training.horizon, engines=ENGINES, registry=registry.registry,
                              cost_config=costs)
     updated = attach_evaluation(registry.registry, lake.lake, result, horizon=training.horizon)
@@ -181,6 +167,7 @@ def evaluation(context: dg.AssetExecutionContext, config: TrainingAssetConfig, l
                                                                   strict=True))),
             "costs": dg.MetadataValue.json(result.cost_summary),
             "notional_by_quote": dg.MetadataValue.json(notionals_used(result.costs)),
+            "cost_config": dg.MetadataValue.json(costs.as_dict()),
             "detail_rows": dg.MetadataValue.int(result.detail.height),
             "dagster/row_count": dg.MetadataValue.int(result.overall.height),
             "path": dg.MetadataValue.path(str(lake.lake.table_path(EVALUATION))),

@@ -4,19 +4,25 @@ Operators change thresholds without a deploy, so the file is read at the start o
 cached across runs) and checked completely: a wrong type, an unknown key or an out-of-range value
 fails with a ``PolicyError`` naming the file and the key path, e.g.
 ``policy.yaml: drift_detection.psi.significant: must be greater than moderate (0.1), got 0.05``.
+The ``costs`` section is the one place the trading-cost assumptions are set (``Policy.cost_config()``):
+the evaluation, the shadow test, supervision, serving's ranking and the RL replay all take them from here.
 The file lives at ``CLM_POLICY`` (default ``policy.yaml`` in the working directory); a missing file
 means the defaults below, which the repository's ``policy.yaml`` spells out.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+if TYPE_CHECKING:
+    from clm.evaluation.costs import CostConfig
 
 DEFAULT_PATH = "policy.yaml"
 
@@ -154,6 +160,98 @@ class Supervision(_Section):
         return self
 
 
+def _cost_default(name: str) -> Callable[[], Any]:
+    """``CostConfig``'s default for ``name``, read when a ``Costs`` is built: the defaults live in one place
+    (``clm.evaluation.costs``, imported lazily so that this module stays light and free of import cycles)."""
+    def default() -> Any:
+        from clm.evaluation.costs import CostConfig
+
+        spec = CostConfig.__dataclass_fields__[name]
+        return spec.default_factory() if spec.default is dataclasses.MISSING else spec.default
+
+    return default
+
+
+def _cost_problem(name: str, value: Any) -> str | None:
+    """``CostConfig``'s own check of one setting (its rules, not a copy of them): the problem, or None."""
+    from clm.evaluation.costs import CostConfig
+
+    try:
+        CostConfig(**{name: value})
+    except ValueError as exc:
+        message = str(exc)
+        for prefix in (f"{name} ", f"{name}: "):
+            if message.startswith(prefix):
+                return message[len(prefix):]
+        return message
+    return None
+
+
+class Costs(_Section):
+    """The trading-cost assumptions (``clm.evaluation.costs.CostConfig``, field for field): round-trip costs
+    in bps of the traded notional, and the size of one trade per quote currency. Each value is checked by
+    ``CostConfig`` itself; ``Policy.cost_config()`` builds the one every run uses."""
+
+    maker_fee_bps: float = Field(default_factory=_cost_default("maker_fee_bps"), description="fee per fill, maker")
+    taker_fee_bps: float = Field(default_factory=_cost_default("taker_fee_bps"), description="fee per fill, taker")
+    use_taker: bool = Field(default_factory=_cost_default("use_taker"),
+                            description="charge the taker fee (else the maker fee)")
+    slippage_bps: float = Field(default_factory=_cost_default("slippage_bps"), description="per fill, fixed")
+    impact_coefficient: float = Field(default_factory=_cost_default("impact_coefficient"),
+                                      description="bps per fill per unit of sqrt(notional / quote volume)")
+    max_participation: float = Field(default_factory=_cost_default("max_participation"),
+                                     description="share of a bar's quote volume a trade may take (capacity)")
+    min_edge_after_cost_bps: float = Field(default_factory=_cost_default("min_edge_after_cost_bps"),
+                                           description="a trade is taken when its expected edge net of costs "
+                                                       "reaches this")
+    default_half_spread_bps: float | None = Field(default_factory=_cost_default("default_half_spread_bps"),
+                                                  description="fixed half spread where no spread is quoted "
+                                                              "(null: the Corwin-Schultz estimate)")
+    funding: bool = Field(default_factory=_cost_default("funding"),
+                          description="charge perpetual funding when a funding series is given")
+    spread_estimate_window: int = Field(default_factory=_cost_default("spread_estimate_window"),
+                                        description="bars the spread estimate averages over")
+    notional_by_quote: dict[str, float] = Field(
+        default_factory=_cost_default("notional_by_quote"),
+        description="quote asset -> notional of one trade in that currency (the impact term compares it with the "
+                    "bar's quote volume); quotes given replace the default for that quote, the others keep theirs")
+    default_notional: float = Field(default_factory=_cost_default("default_notional"),
+                                    description="notional of one trade for every other quote")
+
+    @field_validator("notional_by_quote", mode="before")
+    @classmethod
+    def _over_the_defaults(cls, value: Any) -> Any:
+        """A partial map changes only the quotes it names (``{BTC: 0.25}`` must not send ETH pairs to the
+        ``default_notional``); keys are normalised as ``CostConfig`` does before the merge."""
+        if not isinstance(value, Mapping):
+            return value
+        problem = _cost_problem("notional_by_quote", value)
+        if problem is not None:
+            raise ValueError(problem)
+        from clm.evaluation.costs import DEFAULT_NOTIONAL_BY_QUOTE
+
+        given = {key.strip().upper(): number for key, number in value.items()}
+        return {**DEFAULT_NOTIONAL_BY_QUOTE, **given}
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _checked_by_cost_config(cls, value: Any, info: Any) -> Any:
+        problem = _cost_problem(info.field_name, value)
+        if problem is not None:
+            raise ValueError(problem)
+        return value
+
+    @model_validator(mode="after")
+    def _whole(self) -> Costs:
+        self.cost_config()  # any rule across fields CostConfig has (or gains) holds too
+        return self
+
+    def cost_config(self) -> CostConfig:
+        from clm.evaluation.costs import CostConfig
+
+        return CostConfig(**self.model_dump())
+
+
 class Policy(_Section):
     schedule_interval_days: float = Field(7.0, gt=0, le=366, description="full retrain at least this often")
     min_retrain_interval_hours: float = Field(6.0, ge=0, description="a retrain requested sooner is skipped")
@@ -166,6 +264,12 @@ class Policy(_Section):
     supervision: Supervision = Supervision()
     rl_maintenance: RLMaintenance = RLMaintenance()
     risk_modes: RiskModes = RiskModes()
+    costs: Costs = Field(default_factory=Costs, description="trading-cost assumptions of every run (CostConfig)")
+
+    def cost_config(self) -> CostConfig:
+        """The ``CostConfig`` of the ``costs`` section: what every entry point (assets, CLI, serving) costs
+        trades with, so that evaluation, shadow tests, supervision, ranking and RL rewards agree."""
+        return self.costs.cost_config()
 
 
 def _key_path(loc: tuple[Any, ...]) -> str:

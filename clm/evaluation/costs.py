@@ -98,7 +98,7 @@ _CSV_RATE_NAMES = ("funding_rate", "fundingrate", "rate", "last_funding_rate", "
 # The size of one trade (|position| = 1) in the symbol's quote currency, for the impact term and the
 # capacity comparison. Each says about 10,000 USD at round prices (BTC ~20,000, ETH ~2,000, BNB ~330 USD):
 # an ASSUMPTION that ages with those prices (0.5 BTC was ~6,500 USD in January 2018 and ~50,000 USD at
-# 100,000), so set your own (``CostConfig(notional_by_quote=...)``, the evaluation's run config). Quotes not
+# 100,000), so set your own (``costs.notional_by_quote`` in policy.yaml, ``clm.policy.Costs``). Quotes not
 # listed, and symbols whose quote cannot be read (``clm.data.schema.quote_asset``), trade
 # ``DEFAULT_NOTIONAL`` units of their quote (right for USD-like quotes, wrong for e.g. TRY: list it).
 DEFAULT_NOTIONAL = 10_000.0

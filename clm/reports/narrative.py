@@ -126,6 +126,35 @@ def trade_sizes(notional_by_quote: Any) -> str:
     return ", ".join(parts)
 
 
+def cost_terms(cost_config: Any) -> str:
+    """The cost assumptions (``CostConfig.as_dict``; ``{"by_engine": {engine: as_dict}}`` when the engines
+    differ) in a line: fee, slippage, impact, participation, minimum net edge, spread, funding."""
+    if not isinstance(cost_config, Mapping) or not cost_config:
+        return "not recorded (an evaluation table written before it recorded them)"
+    if "by_engine" in cost_config:
+        return "; ".join(f"{engine}: {cost_terms(c)}" for engine, c in sorted(cost_config["by_engine"].items()))
+    c = cost_config
+
+    def _short(value: Any) -> str:
+        v = _finite(value)
+        return "n/a" if v is None else f"{v:g}"
+
+    taker = bool(c.get("use_taker"))
+    fee = (f"taker fee {_short(c.get('taker_fee_bps'))} bps per fill" if taker
+           else f"maker fee {_short(c.get('maker_fee_bps'))} bps per fill")
+    half = _finite(c.get("default_half_spread_bps"))
+    spread = (f"half spread {_short(half)} bps where none is quoted" if half is not None
+              else f"half spread estimated (Corwin-Schultz, {count(c.get('spread_estimate_window'))} bars) where "
+                   "none is quoted")
+    return ", ".join([
+        fee, f"slippage {_short(c.get('slippage_bps'))} bps per fill",
+        f"impact coefficient {_short(c.get('impact_coefficient'))} bps per unit of sqrt(participation)",
+        f"at most {pct(c.get('max_participation'), 1)} of a bar's quote volume",
+        f"a trade needs an expected edge of {_short(c.get('min_edge_after_cost_bps'))} bps net of costs",
+        spread, "funding charged" if c.get("funding") else "funding not charged",
+    ])
+
+
 # ------------------------------------------------------------------------------------------------
 # the four sections
 # ------------------------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ Two notions of a trade appear, and the report names which one it uses:
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -39,6 +40,7 @@ from clm.lake import TABLE_NAME, Lake, LakeError
 from clm.models.artifacts import ArtifactError, read_json, read_manifest
 from clm.training.store import (
     CONSENSUS,
+    COST_CONFIG,
     COSTS,
     CV_FOLDS,
     DECISION_LOG,
@@ -202,14 +204,30 @@ def simulate(tables: RunTables) -> Simulation:
 # ------------------------------------------------------------------------------------------------
 
 
-def cost_report(costs: pl.DataFrame, engines: list[str], *, horizon: int) -> dict:
+def cost_assumptions(evaluation: pl.DataFrame | None) -> dict[str, dict] | None:
+    """The cost assumptions (``CostConfig.as_dict``, the policy's ``costs`` of the evaluation run) per engine,
+    from the evaluation table's ``cost_config`` column; None when it has none (written before there was one)."""
+    if evaluation is None or COST_CONFIG not in evaluation.columns:
+        return None
+    return {row["engine"]: json.loads(row[COST_CONFIG]) for row in evaluation.iter_rows(named=True)
+            if row[COST_CONFIG] is not None}
+
+
+def cost_report(costs: pl.DataFrame, engines: list[str], *, horizon: int,
+                evaluation: pl.DataFrame | None = None) -> dict:
     """Per engine, over its taken signals (``position_taken != 0``): totals and per-trade means (bps of
     notional) of the realised gross edge, each cost component and the realised net edge; the median
     capacity at the participation limit in quote currency and as a multiple of the trade's notional
     (``median_capacity_multiple``). ``notional_by_quote``: the trade size the costs were computed for,
     per quote currency (``clm.evaluation.costs.notionals_used``; empty for tables written before the
-    ``notional`` column)."""
+    ``notional`` column). ``cost_config``: the cost assumptions (``cost_assumptions`` of ``evaluation``):
+    one ``CostConfig.as_dict`` when every engine was costed alike, else one per engine; None when not
+    recorded."""
     has_notional = "notional" in costs.columns
+    assumptions = cost_assumptions(evaluation)
+    if assumptions:
+        distinct = {json.dumps(v, sort_keys=True) for v in assumptions.values()}
+        assumptions = next(iter(assumptions.values())) if len(distinct) == 1 else {"by_engine": assumptions}
     report: dict[str, Any] = {
         "definition": (
             "A trade is one taken signal (position_taken != 0): entered one bar after the decision, held "
@@ -219,6 +237,7 @@ def cost_report(costs: pl.DataFrame, engines: list[str], *, horizon: int) -> dic
         ),
         "horizon_bars": horizon,
         "notional_by_quote": notionals_used(costs),
+        "cost_config": assumptions or None,
         "engines": {},
     }
     for engine in engines:

@@ -42,6 +42,7 @@ from clm.reports.narrative import (
     Narrative,
     Narrator,
     bps,
+    cost_terms,
     count,
     num,
     pct,
@@ -61,6 +62,7 @@ from clm.reports.tables import (
     regime_table,
     simulate,
 )
+from clm.training.store import COST_CONFIG
 
 RUN_ID = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 PLOT_FILES = {
@@ -180,7 +182,7 @@ def build_training_report(
     periods = 365 * 86_400 / timeframe if timeframe else None
 
     simulation = simulate(tables)
-    costs = cost_report(tables.costs, engines, horizon=horizon)
+    costs = cost_report(tables.costs, engines, horizon=horizon, evaluation=tables.evaluation)
     bins, calib = calibration(tables.predictions)
     regimes = regime_table(tables)
     folds, fold_summary = fold_table(tables)
@@ -224,12 +226,14 @@ def build_training_report(
         "horizon_bars": horizon,
         "timeframe_seconds": timeframe,
         "notional_by_quote": costs["notional_by_quote"],
+        "cost_config": costs["cost_config"],
         "engines": engines,
         "window": window,
         "feature_version": feature_version,
         "model_feature_versions": model_feature_versions,
         "model_folders": {e: str(p) for e, p in sorted(folders.items())},
-        "evaluation": {e: {k: v for k, v in row.items() if k != "engine"} for e, row in evaluation.items()},
+        "evaluation": {e: {k: v for k, v in row.items() if k not in ("engine", COST_CONFIG)}
+                       for e, row in evaluation.items()},
         **({"previous_model": {r["engine"]: {k: v for k, v in r.items() if k != "engine"}
                                for r in tables.previous.iter_rows(named=True)}} if tables.previous is not None else {}),
         "strategies": simulation.stats,
@@ -529,7 +533,9 @@ def render_markdown(*, run_id, stamp, horizon, engines, window, feature_version,
     cost_rows = _cost_rows(engines, costs)
     out.append(markdown_table(cost_rows, list(cost_rows[0]) if cost_rows else ["engine"]))
     out += ["", costs["definition"], f"Simulated trade size (notional of one trade, in the symbol's quote "
-            f"currency): {trade_sizes(costs['notional_by_quote'])}.", ""]
+            f"currency): {trade_sizes(costs['notional_by_quote'])}.", "",
+            f"Cost assumptions (policy.yaml `costs` when the evaluation ran): {cost_terms(costs['cost_config'])}.",
+            ""]
 
     out += ["## Fold audit", ""]
     if folds:

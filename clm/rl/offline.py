@@ -212,16 +212,18 @@ def discard(staged: Path, final: Path) -> None:
 
 
 def run_offline(lake: Lake, registry: Registry, config: OfflineConfig | Mapping[str, Any] | None = None, *,
-                policy: Policy | None = None, cost_config: CostConfig = CostConfig(), actor: str = "offline",
+                policy: Policy | None = None, cost_config: CostConfig | None = None, actor: str = "offline",
                 run_label: str = "", log: Callable[[str], None] = lambda _m: None) -> OfflineResult:
     """Replay the lake's champion signals, train, evaluate, write the run folder, register both policies and
-    start an online version from each that became ACTIVE (module doc)."""
+    start an online version from each that became ACTIVE (module doc). ``policy``: default ``load_policy()``;
+    ``cost_config``: the replay's cost model (default: the policy's ``costs``, as the evaluation uses)."""
     from clm.features.store import FEATURES
     from clm.policy import load_policy
     from clm.reports.plots import policy_equity_plot
 
     config = validate_config(OfflineConfig, config, source="offline training config")
     policy = policy or load_policy()
+    cost_config = cost_config if cost_config is not None else policy.cost_config()
     risk_mode = policy.risk_modes.current
     signals, bars = load_replay_inputs(lake)
     trades = build_trades(bars, signals, config.replay, cost_config=cost_config)

@@ -26,8 +26,9 @@ a regressor's predicted return, or a classifier's ``(2p - 1) * typical move`` (t
 forward return of its training rows, registry metric ``typical_abs_return``, else of its last
 out-of-sample fold). Costs are ``clm.evaluation.costs.trade_costs`` (fees, twice the half spread,
 slippage, square-root impact of the trade's notional in the symbol's quote currency, funding when a
-funding frame is given) on the feature bar, the spread estimated from the bars before it; ``capacity``
-is the notional (quote currency) the bar can absorb at ``max_participation`` of its quote volume.
+funding frame is given; under the policy's ``costs`` unless ``cost_config`` is given) on the feature bar,
+the spread estimated from the bars before it; ``capacity`` is the notional (quote currency) the bar can
+absorb at ``max_participation`` of its quote volume.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ from clm.features.build import infer_timeframe_seconds
 from clm.features.store import FEATURES
 from clm.lake import Lake
 from clm.models.artifacts import ArtifactError
+from clm.policy import load_policy
 from clm.regimes.store import REGIMES
 from clm.registry.base import POOLED, Registry
 from clm.serving.champion import (
@@ -140,9 +142,11 @@ def assess(
     warm feature row may lag the newest bar of the universe (default two bars); ``notional``: one
     trade size for every symbol, for the impact (default: ``cost_config``'s notional for the symbol's
     quote currency, ``CostConfig.notional_by_quote``); ``funding``: perpetual funding rates
-    (``clm.evaluation.costs.read_funding_rates``); ``latency_bars``: bars between decision and entry."""
+    (``clm.evaluation.costs.read_funding_rates``); ``latency_bars``: bars between decision and entry;
+    ``cost_config``: default the policy's ``costs`` (``load_policy().cost_config()``, read now), the
+    assumptions the evaluation and the shadow test use."""
     lake = lake if lake is not None else Lake.from_env()
-    cfg = cost_config if cost_config is not None else CostConfig()
+    cfg = cost_config if cost_config is not None else load_policy().cost_config()
     universe = _universe(lake)
     reasons: dict[str, str] = {}
     if not universe:

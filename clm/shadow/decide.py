@@ -372,10 +372,13 @@ def apply_decisions(registry: Registry, decisions: Sequence[ShadowDecision], pol
     """Every decision -> ``registry.record_decision`` with its evidence; with ``policy.auto_promote``
     a PROMOTE promotes the challenger (its champion retired) and a REJECT rejects it, each with the
     same evidence. Only a challenger still SHADOW whose champion is still the key's ACTIVE model is
-    acted upon: the evidence is about that pair and nothing else."""
+    acted upon: the evidence is about that pair and nothing else. The evidence also records
+    ``cost_config``, the policy's cost assumptions at the decision (``Policy.cost_config().as_dict()``;
+    outcomes are costed when they close, so rows closed by earlier runs used the policy of their run)."""
+    costs = policy.cost_config().as_dict()
     done = []
     for decision in decisions:
-        evidence = decision.evidence()
+        evidence = {**decision.evidence(), "cost_config": costs}
         note = decision.reason
         history = registry.record_decision(decision.challenger_id, f"shadow test: {decision.recommendation}",
                                            evidence=evidence, actor=actor, note=note)

@@ -290,7 +290,7 @@ def check_model(
     candles: pl.DataFrame | pl.LazyFrame,
     policy: Policy | Supervision,
     *,
-    cost_config: CostConfig = CostConfig(),
+    cost_config: CostConfig | None = None,
     n_latency: int = 200,
     as_of: dt.datetime | None = None,
     measured_at: dt.datetime | None = None,
@@ -301,7 +301,11 @@ def check_model(
     it should answer (its scope's rows), close them against the labels (``close_signals``: trades and net
     returns as the shadow tester counts them), time ``n_latency`` single-row predictions on serving's
     dict path, and ``supervise``. Coverage is the share of those bars it answered. With ``since``, only bars
-    from then on are judged; the earlier rows serve as history (a sequence engine's context)."""
+    from then on are judged; the earlier rows serve as history (a sequence engine's context).
+    ``cost_config``: the cost model (default: the policy's ``costs`` when ``policy`` is a ``Policy``, else
+    ``CostConfig()``)."""
+    if cost_config is None:
+        cost_config = policy.cost_config() if isinstance(policy, Policy) else CostConfig()
     predictions = model.predict(features)
     if since is not None:  # earlier rows are history for sequence engines, not bars to judge
         predictions = predictions.filter(pl.col("timestamp") >= since)

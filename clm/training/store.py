@@ -44,6 +44,12 @@ COSTS = "costs"
 CONSENSUS = "consensus"
 DECISION_LOG = "decision_log"
 GATE_ENGINE = GATE_MODEL_TYPE
+COST_CONFIG = "cost_config"  # evaluation column: the cost assumptions the engine's net metrics were computed under
+
+
+def cost_config_json(config: CostConfig) -> str:
+    """``config.as_dict()`` as canonical JSON (sorted keys), as the evaluation table records it."""
+    return json.dumps(config.as_dict(), sort_keys=True)
 
 
 @dataclass
@@ -146,7 +152,8 @@ def attach_evaluation(registry: Registry, lake: Lake, evaluation: Evaluation, *,
     versions = lake.scan(OOS_PREDICTIONS).select("engine", "model_version").unique().collect()
     updated = []
     for row in evaluation.overall.iter_rows(named=True):
-        metrics = json_safe({k: v for k, v in row.items() if k != "engine"})
+        metrics = json_safe({k: json.loads(v) if k == COST_CONFIG and isinstance(v, str) else v
+                             for k, v in row.items() if k != "engine"})
         for version in versions.filter(pl.col("engine") == row["engine"])["model_version"].to_list():
             for record in registry.list_models(model_type=row["engine"], horizon=horizon):
                 if record.version == version:
@@ -162,8 +169,9 @@ def evaluate_stored(lake: Lake, *, horizon: int, engines: list[str] | None = Non
     ``clm.training.previous``) is scored too, on the rows out of sample for it: ``previous_model_*``
     columns in both tables (``previous_model_rows`` rows each) and the ``evaluation_previous_model``
     table (per engine: the two models on exactly those rows, or a note saying why there is nothing to
-    compare). ``cost_config``: the cost model (default ``CostConfig()``; its ``notional_by_quote`` sizes
-    the trades)."""
+    compare). ``cost_config``: the cost model (default ``CostConfig()``; the assets pass the policy's,
+    ``Policy.cost_config()``; its ``notional_by_quote`` sizes the trades). The evaluation table records it
+    per engine (column ``cost_config``, JSON: ``CostConfig.as_dict``), as do the models' registry metrics."""
     predictions = lake.read(OOS_PREDICTIONS)
     if engines is not None:
         predictions = predictions.filter(pl.col("engine").is_in(engines))
@@ -175,9 +183,11 @@ def evaluate_stored(lake: Lake, *, horizon: int, engines: list[str] | None = Non
     previous = None
     if registry is not None:
         previous = previous_predictions(lake, registry, predictions, horizon=horizon, timeframe_seconds=tf)
+    cost_config = cost_config if cost_config is not None else CostConfig()
     evaluation = evaluate_engines(predictions, candles, timeframe_seconds=tf, horizon=horizon,
-                                  cost_config=cost_config if cost_config is not None else CostConfig(),
+                                  cost_config=cost_config,
                                   previous=previous.predictions if previous is not None else None)
+    evaluation.overall = evaluation.overall.with_columns(pl.lit(cost_config_json(cost_config)).alias(COST_CONFIG))
     if previous is not None:
         evaluation.overall = evaluation.overall.join(previous.models.select("engine", "previous_model_id"),
                                                      on="engine", how="left")

@@ -10,6 +10,7 @@ import pytest
 from clm.data.ingest import CANDLES
 from clm.data.sources.synthetic import SyntheticConfig, SyntheticSource
 from clm.data.validation import validate_bars
+from clm.evaluation.costs import CostConfig
 from clm.evaluation.splits import SplitConfig
 from clm.features import FeatureConfig, compute_features, select_features
 from clm.features.store import FEATURES
@@ -19,8 +20,8 @@ from clm.lake import Lake
 from clm.regimes import classify_regimes
 from clm.regimes.store import REGIMES
 from clm.reports import Narrator, build_training_report, check_run_id
-from clm.reports.narrative import DO_NOT_TRADE, trade_verdict
-from clm.reports.tables import DECISION_TAIL, STRONG_CAP, decision_sample
+from clm.reports.narrative import DO_NOT_TRADE, cost_terms, trade_verdict
+from clm.reports.tables import DECISION_TAIL, STRONG_CAP, cost_report, decision_sample
 from clm.training import TrainingConfig
 from clm.training.store import COSTS, DECISION_LOG, EVALUATION, build_consensus, evaluate_stored, train_engine
 
@@ -101,6 +102,13 @@ def test_cost_report_matches_the_costs_table(lake, report):
     assert costs["notional"].unique().to_list() == [10_000.0]
     assert stored["notional_by_quote"] == {"USD": [10_000.0]} == report.metrics["notional_by_quote"]
     assert "currency): 10,000 USD." in report.markdown
+    # the cost assumptions the evaluation ran under (its table's cost_config column), in every output too
+    assert stored["cost_config"] == CostConfig().as_dict() == report.metrics["cost_config"]
+    assert ("Cost assumptions (policy.yaml `costs` when the evaluation ran): taker fee 5 bps per fill, slippage 1 bps "
+            "per fill") in report.markdown
+    assert all("cost_config" not in row for row in report.metrics["evaluation"].values())
+    older = cost_report(costs, list(ENGINES), horizon=12, evaluation=lake.read(EVALUATION).drop("cost_config"))
+    assert older["cost_config"] is None and cost_terms(older["cost_config"]).startswith("not recorded")
     for engine in ENGINES:
         taken = costs.filter((pl.col("engine") == engine) & (pl.col("position_taken") != 0))
         mine = stored["engines"][engine]

@@ -245,3 +245,16 @@ def test_adopting_a_policy_keeps_the_online_cursor_and_drops_the_reward_baseline
     assert store.current(policy.name).version == "v0002"
     with pytest.raises(ArtifactError, match="no manifest.json"):
         store.adopt(tmp_path, reason="not an agent folder")
+
+
+def test_without_a_cost_config_the_replay_takes_the_policys_costs(lake):
+    from clm.policy import Costs
+
+    policy = Policy(costs=Costs(slippage_bps=4.0, notional_by_quote={"USD": 1_000.0}))
+    result = run_offline(lake, open_registry(lake), FAST, policy=policy, actor="test")
+    assert result.report["config"]["cost_config"] == policy.cost_config().as_dict()
+    assert result.trades.frame["notional"].unique().to_list() == [1_000.0]
+    signals, bars = load_replay_inputs(lake)
+    priced = build_trades(bars, signals, cost_config=policy.cost_config())
+    assert np.array_equal(result.trades.fixed_bps, priced.fixed_bps)
+    assert not np.array_equal(result.trades.fixed_bps, build_trades(bars, signals).fixed_bps)  # not the defaults

@@ -68,3 +68,33 @@ def test_the_asset_has_its_own_group_and_job_and_no_ingest_or_rl_maintenance_run
     assert defs.resolve_job_def("rl_policy_training").tags["clm/trigger"] == "manual"
     for job in ("ingest_job", "rl_maintenance", "training_job", "monitoring_job"):
         assert "rl_policies" not in selected(job), job
+
+
+def test_the_replay_is_costed_with_the_policys_costs(tmp_path, monkeypatch):
+    """policy.yaml `costs` (what the evaluation uses) prices the replay's trades: a dearer fee and another trade
+    size show in training_report.json and lower the fixed-size baseline's net result on the same trades."""
+    import json
+
+    from clm.evaluation.costs import CostConfig
+    from clm.policy import Costs, Policy, policy_yaml
+
+    lake = build_replay_lake(tmp_path / "lake")
+    policy = tmp_path / "policy.yaml"
+    monkeypatch.setenv("CLM_POLICY", str(policy))
+    reports = {}
+    for name, costs in (("default", Costs()), ("dear", Costs(taker_fee_bps=25.0, notional_by_quote={"USD": 2500}))):
+        policy.write_text(policy_yaml(Policy(costs=costs)))
+        result = _materialize(lake, {"episodes": 1})
+        assert result.success
+        (materialization,) = result.asset_materializations_for_node("rl_policies")
+        assert materialization.metadata["cost_config"].value == costs.cost_config().as_dict()
+        reports[name] = json.loads((lake.policies_dir / materialization.metadata["run_id"].value
+                                    / "training_report.json").read_text())
+    default, dear = reports["default"], reports["dear"]
+    assert default["config"]["cost_config"] == CostConfig().as_dict()
+    assert dear["config"]["cost_config"]["taker_fee_bps"] == 25.0
+    assert default["data"]["notional_by_quote"] == {"USD": [10_000.0]}  # the synthetic SYN000USD...
+    assert dear["data"]["notional_by_quote"] == {"USD": [2500.0]}
+    assert dear["data"]["held_out"] == default["data"]["held_out"]  # the same trades, priced differently
+    fixed = {name: r["evaluation"]["policies"]["fixed_size"]["mean_net_bps"] for name, r in reports.items()}
+    assert fixed["dear"] < fixed["default"]

@@ -102,6 +102,31 @@ def test_costs_and_the_edge_floor(desk):
     assert _reasons(do_not_trade(lake, registry, cost_config=strict)) == reasons
 
 
+def test_without_a_cost_config_the_ranking_takes_the_policys_costs(desk, tmp_path, monkeypatch):
+    """Serving reads policy.yaml `costs` at each call (the assumptions of the evaluation and the shadow test)."""
+    from clm.policy import Costs, Policy, policy_yaml
+
+    lake, registry, _runs, _own = desk
+    policy = tmp_path / "policy.yaml"
+    monkeypatch.setenv("CLM_POLICY", str(policy))
+    free = {k: v for k, v in FREE.as_dict().items() if k != "notional_by_quote"}
+    policy.write_text(policy_yaml(Policy(costs=Costs(**free))))
+    assert assess(lake, registry).ranking.equals(assess(lake, registry, cost_config=FREE).ranking)
+    # dearer fills and a bigger USD trade (impact): the ranking's costs are the policy's, read fresh
+    dear = Costs(taker_fee_bps=12.0, min_edge_after_cost_bps=-1_000.0, notional_by_quote={"USD": 400_000.0})
+    policy.write_text(policy_yaml(Policy(costs=dear)))
+    ranked = assess(lake, registry).ranking
+    want = assess(lake, registry, cost_config=dear.cost_config()).ranking
+    assert ranked["symbol"].sort().to_list() == ["SYN000USD", "SYN001USD"] and ranked.equals(want)
+    cheap = assess(lake, registry, cost_config=FREE).ranking
+    by_symbol = dict(zip(cheap["symbol"], cheap["total_cost_bps"], strict=True))
+    for row in ranked.iter_rows(named=True):
+        assert row["total_cost_bps"] > by_symbol[row["symbol"]] + 2 * 12.0  # the fee, slippage and impact on top
+    policy.write_text("costs:\n  min_edge_after_cost_bps: 10000\n")
+    reasons = _reasons(assess(lake, registry).do_not_trade)
+    assert reasons["SYN000USD"].startswith("net edge:") and "min_edge_after_cost_bps 10000" in reasons["SYN000USD"]
+
+
 def test_halt_no_model_and_a_closed_gate(desk, tmp_path, monkeypatch):
     lake, registry, runs, _own = desk
     lake.halt_path.parent.mkdir(parents=True, exist_ok=True)

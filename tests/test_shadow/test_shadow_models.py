@@ -2,6 +2,7 @@
 bar exactly as serving would, outcomes close from the lake's labels and candles, decisions reach the registry
 (status_history always; promotions and rejections only with auto_promote)."""
 
+import dataclasses
 import datetime as dt
 import shutil
 from pathlib import Path
@@ -300,7 +301,66 @@ def test_the_supervisor_checks_an_active_model_on_the_same_machinery(market, row
     assert report.latency_p50_ms is not None and 0 < report.latency_p50_ms < 50  # microseconds, in fact
     assert report.calibration_error is not None and report.n_predictions > 0
     assert report.health in tuple(Health), report
+    # without a cost_config the check costs trades with the policy's `costs`: an edge floor far below zero
+    # takes every answered signal
+    from clm.policy import Costs
+
+    eager = check_model(model, rows, labels, candles, Policy(costs=Costs(min_edge_after_cost_bps=-1e6)), n_latency=5)
+    assert eager.n_signals > report.n_signals
     log = open_registry(lake, f"duckdb:///{tmp_path}/logs.duckdb")
     log_id, path = log_health(log, lake, report)
     assert log.rows("model_performance_logs")[0]["log_id"] == log_id
     assert (path is None) == (report.health is Health.HEALTHY)
+
+
+def test_the_shadow_test_asset_costs_outcomes_with_the_policy(market, tmp_path, monkeypatch):
+    """The asset takes its costs from policy.yaml `costs` (as the evaluation does), not CostConfig()'s defaults:
+    its net returns are those of the policy's costs, and the decision's evidence names them."""
+    import dagster as dg
+
+    from assets.monitoring import shadow_test
+    from clm.evaluation.costs import CostConfig
+    from clm.policy import Costs, policy_yaml
+    from resources import LakeResource, RegistryResource
+
+    lake, _registry, models = market
+    copy = Lake(tmp_path / "lake")  # the market's lake with a registry of its own: the other tests' stay untouched
+    shutil.copytree(lake.root, copy.root, ignore=shutil.ignore_patterns("registry", "shadow_predictions", "signals",
+                                                                        "active_policy.yaml"))
+    mine = open_registry(copy)
+    for record in models[REG][:2]:  # the champion (ACTIVE, first of its key), then its challenger (SHADOW)
+        lineage = dataclasses.replace(record.lineage, training_window=("2024-01-01T00:00:00+00:00",
+                                                                       "2024-01-09T00:00:00+00:00"))
+        mine.register(NewModel(record.model_type, record.version, record.scope, record.horizon,
+                               record.file_path.replace(str(lake.root), str(copy.root)), lineage,
+                               metrics=dict(record.metrics)))
+    # cheap fills, a big USD trade (impact) and a negative edge floor: trades the defaults would not take
+    costs = Costs(taker_fee_bps=0.5, slippage_bps=0.0, min_edge_after_cost_bps=-50.0,
+                  notional_by_quote={"USD": 250_000.0})
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(policy_yaml(Policy(costs=costs)))
+    monkeypatch.setenv("CLM_POLICY", str(policy))
+    resource = LakeResource(root=str(copy.root))
+    result = dg.materialize([shadow_test], resources={"lake": resource, "registry": RegistryResource(lake=resource)})
+    assert result.success
+    (event,) = result.asset_materializations_for_node("shadow_test")
+    assert event.metadata["cost_config"].value == costs.cost_config().as_dict()
+
+    results = read_results(mine)
+    assert results.height > 100
+    labels, candles = copy.read(LABELS), copy.read("candles")
+    key = ["champion_id", "challenger_id", "symbol", "timestamp"]
+    nets = ["champion_signal", "challenger_signal", "champion_net_return", "challenger_net_return"]
+
+    def closed_with(config: CostConfig) -> pl.DataFrame:
+        closed = close_outcomes(read_open_predictions(copy), labels, candles, horizon=12, cost_config=config)
+        return results.select(key).join(closed.select(*key, *nets), on=key, how="left")
+
+    want, default = closed_with(costs.cost_config()), closed_with(CostConfig())
+    for column in nets:
+        assert results[column].to_numpy() == pytest.approx(want[column].to_numpy(), rel=1e-9, abs=1e-12)
+    traded = results["champion_signal"] != 0
+    assert traded.sum() > 100 and (default["champion_signal"] != 0).sum() < traded.sum()
+    assert not np.allclose(results["champion_net_return"].to_numpy(), default["champion_net_return"].to_numpy())
+    (change,) = [c for c in mine.history(models[REG][1].model_id) if c.reason.startswith("shadow test:")]
+    assert change.evidence["cost_config"] == costs.cost_config().as_dict()

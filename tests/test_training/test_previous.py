@@ -18,6 +18,7 @@ from clm.features.store import FEATURES
 from clm.labels import LabelConfig, build_labels
 from clm.labels.store import LABELS
 from clm.lake import Lake
+from clm.policy import Costs, Policy, policy_yaml
 from clm.regimes import classify_regimes
 from clm.regimes.store import REGIMES
 from clm.registry import Status, open_registry
@@ -231,7 +232,7 @@ def test_a_previous_model_trained_past_every_row_is_named_not_scored(tmp_path, m
 # ------------------------------------------------------------------------------------------------
 
 
-def test_the_evaluation_asset_compares_challengers_with_their_champions(tmp_path):
+def test_the_evaluation_asset_compares_challengers_with_their_champions(tmp_path, monkeypatch):
     import dagster as dg
 
     from assets.training import ENGINES, evaluation, model_assets
@@ -241,9 +242,12 @@ def test_the_evaluation_asset_compares_challengers_with_their_champions(tmp_path
     lake, _candles = build_lake(tmp_path / "lake")
     resource = LakeResource(root=str(lake.root))
     instance = dg.DagsterInstance.ephemeral()
+    policy = tmp_path / "policy.yaml"
+    monkeypatch.setenv("CLM_POLICY", str(policy))
 
-    def materialize(options: dict, **costs):
-        config = {"n_folds": 3, "engine_options": json.dumps(options), **costs}
+    def materialize(options: dict, costs: dict | None = None):
+        policy.write_text(policy_yaml(Policy(costs=Costs(**costs)) if costs else Policy()))  # read by the run
+        config = {"n_folds": 3, "engine_options": json.dumps(options)}
         result = dg.materialize([*model_assets, evaluation], instance=instance,
                                 resources={"lake": resource, "registry": RegistryResource(lake=resource)},
                                 run_config={"ops": {name: {"config": config} for name in
@@ -252,16 +256,26 @@ def test_the_evaluation_asset_compares_challengers_with_their_champions(tmp_path
         (event,) = result.asset_materializations_for_node("evaluation")
         return event.metadata
 
-    first = materialize(FAST, notional_by_quote='{"usd": 2500}')  # the synthetic SYN000USD... are USD-quoted
+    # the policy's costs: the synthetic SYN000USD... are USD-quoted; 7.5 bps taker fee per fill
+    first = materialize(FAST, {"notional_by_quote": {"usd": 2500}, "taker_fee_bps": 7.5})
     assert first["notional_by_quote"].value == {"USD": [2500.0]}
-    assert lake.read(COSTS)["notional"].unique().to_list() == [2500.0]
+    assert first["cost_config"].value["taker_fee_bps"] == 7.5
+    assert first["cost_config"].value["notional_by_quote"]["USD"] == 2500.0
+    costs = lake.read(COSTS)
+    assert costs["notional"].unique().to_list() == [2500.0] and costs["fee_bps"].unique().to_list() == [15.0]
+    recorded = lake.read(EVALUATION)["cost_config"].unique().to_list()
+    assert len(recorded) == 1 and json.loads(recorded[0]) == first["cost_config"].value
+    models = open_registry(lake).list_models()  # the models' metrics say which costs their net numbers assume
+    assert len(models) == 2 and all(r.metrics["cost_config"]["taker_fee_bps"] == 7.5 for r in models)
     table = first["previous_model"].value
     assert table.startswith("| engine | model_id | previous_model_id | rows_compared |")
     assert table.count("no previous model") == 2 and first["previous_model_rows"].value == {CLF: 0, REG: 0}
     assert lake.read(EVALUATION)["previous_model_id"].is_null().all()
 
-    second = materialize({**FAST, "num_leaves": 4})
+    second = materialize({**FAST, "num_leaves": 4})  # the default policy
     assert lake.read(COSTS)["notional"].unique().to_list() == [10_000.0]  # the default USD notional again
+    assert lake.read(COSTS)["fee_bps"].unique().to_list() == [10.0] and second["cost_config"].value == \
+        CostConfig().as_dict()
     registry = open_registry(lake)
     champions = {r.model_type: r.model_id for r in registry.list_models(status=Status.ACTIVE)}
     shadows = {r.model_type: r.model_id for r in registry.list_models(status=Status.SHADOW)}
@@ -282,17 +296,21 @@ def test_the_evaluation_asset_compares_challengers_with_their_champions(tmp_path
     assert "previous_model_sharpe" in lake.read(EVALUATION_DETAIL).columns
 
 
-def test_a_bad_notional_in_the_run_config_fails_the_evaluation_naming_it(tmp_path):
+def test_a_bad_cost_in_the_policy_fails_the_evaluation_naming_it(tmp_path, monkeypatch):
     import dagster as dg
 
-    from assets.training import evaluation
+    from assets.training import TrainingAssetConfig, evaluation
     from resources import LakeResource, RegistryResource
 
+    assert not {"notional_by_quote", "default_notional"} & set(TrainingAssetConfig.model_fields)  # one way: policy
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("costs:\n  notional_by_quote:\n    BTC: 0\n")
+    monkeypatch.setenv("CLM_POLICY", str(policy))
     resource = LakeResource(root=str(tmp_path / "lake"))
     result = dg.materialize([evaluation], resources={"lake": resource, "registry": RegistryResource(lake=resource)},
-                            run_config={"ops": {"evaluation": {"config": {"notional_by_quote": '{"BTC": 0}'}}}},
                             raise_on_error=False)
     assert not result.success
     (failure,) = [e for e in result.all_events if e.is_step_failure]
     message = failure.step_failure_data.error.message
-    assert "invalid training config" in message and "notional_by_quote['BTC'] must be a finite number > 0" in message
+    assert str(policy) in message
+    assert "costs.notional_by_quote: notional_by_quote['BTC'] must be a finite number > 0" in message
