@@ -72,6 +72,7 @@ import datetime as dt
 import heapq
 import itertools
 import math
+from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -473,15 +474,16 @@ class DecisionContext:
     book: SizingContext
 
 
-class ReplayPolicy:
+class ReplayPolicy(ABC):
     """A policy in the replay: picks a strategy and a clamped sizing per candidate; may learn from outcomes."""
 
     name = "policy"
     exits = True  # False: every trade is held to the horizon (no take-profit, no stop-loss)
     learns = False
 
+    @abstractmethod
     def decide(self, ctx: DecisionContext) -> tuple[str, SizingDecision]:
-        raise NotImplementedError
+        """The strategy and the clamped sizing for one candidate trade."""
 
     def closed(self, event: Mapping[str, Any]) -> None:
         """A trade this policy opened has closed (its ``trade.closed`` event)."""
