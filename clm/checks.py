@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 
 import numpy as np
@@ -21,3 +22,16 @@ def is_finite_number(value: object) -> bool:
         and not isinstance(value, bool)
         and math.isfinite(value)
     )
+
+
+def utc_timestamp(value: object, field_name: str) -> dt.datetime:
+    """An ISO 8601 string in UTC (``Z`` or ``+00:00``) as an aware datetime; ``ValueError`` naming the field."""
+    if not isinstance(value, str):
+        raise ValueError(f"{field_name}: must be an ISO 8601 UTC string, got {value!r}")
+    try:
+        parsed = dt.datetime.fromisoformat(value)
+    except ValueError:
+        raise ValueError(f"{field_name}: not an ISO 8601 timestamp: {value!r}") from None
+    if parsed.tzinfo is None or parsed.utcoffset() != dt.timedelta(0):
+        raise ValueError(f"{field_name}: must be in UTC (Z or +00:00), got {value!r}")
+    return parsed.astimezone(dt.UTC)

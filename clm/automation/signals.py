@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from clm.checks import utc_timestamp
 from clm.data.landing import reject_file
 from clm.drift.detector import Severity
 from clm.drift.signals import FILE_NAME as DRIFT_FILE_NAME
@@ -113,16 +114,6 @@ class SignalScan:
 
 
 # ---- validation ------------------------------------------------------------------------------------
-def _utc_stamp(value: Any, field_name: str) -> dt.datetime:
-    if not isinstance(value, str):
-        raise ValueError(f"{field_name}: must be an ISO 8601 UTC string, got {value!r}")
-    try:
-        parsed = dt.datetime.fromisoformat(value)
-    except ValueError:
-        raise ValueError(f"{field_name}: not an ISO 8601 timestamp: {value!r}") from None
-    if parsed.tzinfo is None or parsed.utcoffset() != dt.timedelta(0):
-        raise ValueError(f"{field_name}: must be in UTC (Z or +00:00), got {value!r}")
-    return parsed.astimezone(dt.UTC)
 
 
 def parse_regime_signal(payload: Any, path: Path | str = "<signal>") -> RegimeSignal:
@@ -143,7 +134,7 @@ def parse_regime_signal(payload: Any, path: Path | str = "<signal>") -> RegimeSi
             raise ValueError(f"from: must be null or one of {', '.join(CLASSES)}, got {source!r}")
         if source == to:
             raise ValueError(f"from and to are both {to!r}: not a change")
-        at = _utc_stamp(payload["at"], "at")
+        at = utc_timestamp(payload["at"], "at")
         if NAME_RULES[REGIME_KIND][1].match(path.name) and regime_signal_name(at) != path.name:
             raise ValueError(f"at: {payload['at']} does not match the file name {path.name}")
         confidence = payload["confidence"]

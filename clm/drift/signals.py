@@ -45,6 +45,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from clm.checks import utc_timestamp
 from clm.drift.detector import DRIFT_TYPES, DriftReport, Severity
 from clm.lake import Lake, fsync_write
 from clm.registry.base import Registry
@@ -186,19 +187,10 @@ def parse_drift_signal(payload: Any, path: Path | str = "<signal>") -> DriftSign
         statistics = payload["statistics"]
         if not isinstance(statistics, Mapping):
             raise ValueError(f"statistics: must be an object, got {type(statistics).__name__}")
-        stamp = payload["detected_at"]
-        if not isinstance(stamp, str):
-            raise ValueError(f"detected_at: must be an ISO 8601 UTC string, got {stamp!r}")
-        try:
-            detected_at = dt.datetime.fromisoformat(stamp)
-        except ValueError:
-            raise ValueError(f"detected_at: not an ISO 8601 timestamp: {stamp!r}") from None
-        if detected_at.tzinfo is None or detected_at.utcoffset() != dt.timedelta(0):
-            raise ValueError(f"detected_at: must be in UTC (Z or +00:00), got {stamp!r}")
-        detected_at = detected_at.astimezone(dt.UTC)
+        detected_at = utc_timestamp(payload["detected_at"], "detected_at")
         named = FILE_NAME.match(path.name)
         if named and named.group(1) != detected_at.strftime(FILE_STAMP):
-            raise ValueError(f"detected_at: {stamp} does not match the file name {path.name}")
+            raise ValueError(f"detected_at: {payload['detected_at']} does not match the file name {path.name}")
     except ValueError as exc:
         raise ValueError(f"{path}: {exc}") from None
     return DriftSignal(Severity(severity), types, features, statistics, model_types, detected_at, path)
