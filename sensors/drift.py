@@ -8,10 +8,11 @@ from assets.training import ENGINES
 from clm.automation.actions import Action, decide_drift
 from clm.automation.halt import write_halt
 from clm.automation.jobs import REASON_TAG, SIGNAL_FILE_TAG, TRIGGER_TAG, RetrainLedger, tag_text
-from clm.automation.signals import DRIFT_KINDS, dump_cursor, load_cursor, reject_signal, scan_signals
+from clm.automation.signals import DRIFT_KINDS, dump_cursor
 from clm.policy import load_policy
 from jobs import full_retrain, partial_retrain
 from resources import LakeResource, RegistryResource
+from sensors.signal_files import scan_and_reject
 
 # what a partial retrain runs besides the affected engines: all of them are re-evaluated and re-voted
 PARTIAL_DOWNSTREAM = ("evaluation", "consensus", "training_report", "lake_catalog")
@@ -32,14 +33,7 @@ def partial_selection(model_types) -> list[dg.AssetKey]:
 )
 def drift_sensor(context: dg.SensorEvaluationContext, lake: LakeResource, registry: RegistryResource):
     store = lake.lake
-    scan = scan_signals(store, DRIFT_KINDS, load_cursor(context.cursor))
-    for key, reason in scan.rejected.items():
-        try:
-            target = reject_signal(store, key, reason)
-        except OSError as exc:  # left in place (and tried again next tick); the valid files still count
-            context.log.error(f"signal {key} rejected ({reason}) but could not be moved aside: {exc}")
-            continue
-        context.log.warning(f"signal {key} rejected ({reason}); moved to {target}")
+    scan = scan_and_reject(context, store, DRIFT_KINDS)
     if not scan.signals:
         return dg.SensorResult(skip_reason=f"no new drift or performance signals in {store.root / 'signals'}",
                                cursor=dump_cursor(scan.cursor))

@@ -17,10 +17,11 @@ from clm.automation.jobs import (
     RetrainLedger,
     tag_text,
 )
-from clm.automation.signals import REGIME_KIND, dump_cursor, load_cursor, reject_signal, scan_signals
+from clm.automation.signals import REGIME_KIND, dump_cursor
 from clm.policy import load_policy
 from jobs import full_retrain, rl_maintenance
 from resources import LakeResource, RegistryResource
+from sensors.signal_files import scan_and_reject
 
 
 @dg.sensor(
@@ -33,14 +34,7 @@ from resources import LakeResource, RegistryResource
 )
 def regime_sensor(context: dg.SensorEvaluationContext, lake: LakeResource, registry: RegistryResource):
     store = lake.lake
-    scan = scan_signals(store, (REGIME_KIND,), load_cursor(context.cursor))
-    for key, reason in scan.rejected.items():
-        try:
-            target = reject_signal(store, key, reason)
-        except OSError as exc:  # left in place (and tried again next tick); the valid files still count
-            context.log.error(f"signal {key} rejected ({reason}) but could not be moved aside: {exc}")
-            continue
-        context.log.warning(f"signal {key} rejected ({reason}); moved to {target}")
+    scan = scan_and_reject(context, store, (REGIME_KIND,))
     cursor = dump_cursor(scan.cursor)
     handled = max(scan.previous, default=None)  # names sort by time: the newest change already acted on
     news = [s for s in scan.signals if handled is None or s.key > handled]
